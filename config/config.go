@@ -1,0 +1,283 @@
+// Package config reads toolgate's YAML configuration: defaults first, then the
+// file, then validation that reports every problem at once (CONTRACT.md,
+// "Configuration file").
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Providers are the claim-normalisation presets an issuer may name.
+var Providers = []string{"auth0", "workos", "stytch", "oidc"}
+
+// Config is the whole configuration file.
+type Config struct {
+	Listen          string   `yaml:"listen"`
+	PublicURL       string   `yaml:"public_url"`
+	AllowedOrigins  []string `yaml:"allowed_origins"`
+	ScopesSupported []string `yaml:"scopes_supported"`
+	Issuers         []Issuer `yaml:"issuers"`
+	Policy          Policy   `yaml:"policy"`
+	Metrics         Metrics  `yaml:"metrics"`
+	Anonymous       bool     `yaml:"anonymous"`
+	Tokens          Tokens   `yaml:"tokens"`
+	Limits          Limits   `yaml:"limits"`
+}
+
+// Issuer is one trusted authorization server.
+type Issuer struct {
+	Name     string     `yaml:"name"`
+	Provider string     `yaml:"provider"`
+	Issuer   string     `yaml:"issuer"`
+	Audience StringList `yaml:"audience"`
+	JWKSURL  string     `yaml:"jwks_url"`
+}
+
+// Policy says where the Rego policies live.
+type Policy struct {
+	// Dir holds *.rego modules and data files; empty means the default policy
+	// compiled into the binary.
+	Dir string `yaml:"dir"`
+}
+
+// Metrics says where /metrics is served.
+type Metrics struct {
+	Listen string `yaml:"listen"`
+}
+
+// Tokens tunes token validation and the JWKS cache. Not in CONTRACT.md's
+// example; documented in the README.
+type Tokens struct {
+	// Leeway is the clock skew allowed on exp, nbf and iat.
+	Leeway time.Duration `yaml:"leeway"`
+	// JWKSUnknownKIDInterval bounds refreshes caused by an unknown kid: at most
+	// one per issuer per interval.
+	JWKSUnknownKIDInterval time.Duration `yaml:"jwks_unknown_kid_interval"`
+	// JWKSRefreshInterval is the period of the background refresh.
+	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
+	// JWKSTimeout bounds one JWKS or discovery fetch.
+	JWKSTimeout time.Duration `yaml:"jwks_timeout"`
+}
+
+// Limits bounds what one request may cost.
+type Limits struct {
+	// MaxBodyBytes is the largest request body accepted on /mcp (413 above).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// StringList accepts a YAML string or a list of strings.
+type StringList []string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (l *StringList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var s string
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+		*l = StringList{s}
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return err
+	}
+	*l = list
+	return nil
+}
+
+// Default returns the configuration that a file starts from.
+func Default() *Config {
+	return &Config{
+		Listen:          "127.0.0.1:8080",
+		AllowedOrigins:  []string{},
+		ScopesSupported: []string{},
+		Tokens: Tokens{
+			Leeway:                 30 * time.Second,
+			JWKSUnknownKIDInterval: 10 * time.Second,
+			JWKSRefreshInterval:    5 * time.Minute,
+			JWKSTimeout:            5 * time.Second,
+		},
+		Limits: Limits{MaxBodyBytes: 1 << 20},
+	}
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(b)
+}
+
+// Parse decodes YAML over the defaults and validates the result. Unknown keys
+// and invalid values are all reported, one per line of the error.
+func Parse(b []byte) (*Config, error) {
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return nil, errors.New(strings.Join(te.Errors, "\n"))
+		}
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ResourceURL is the protected resource: public_url + "/mcp" (RFC 9728 §2).
+func (c *Config) ResourceURL() string { return c.PublicURL + "/mcp" }
+
+// Validate fills derived defaults and checks every field, returning all
+// problems joined by newlines.
+func (c *Config) Validate() error {
+	var errs []string
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		bad("listen: %q is not host:port", c.Listen)
+	}
+	if c.PublicURL == "" && err == nil && isLoopbackHost(host) {
+		c.PublicURL = "http://" + c.Listen
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	switch {
+	case c.PublicURL == "":
+		bad("public_url: required when listen is not a loopback address")
+	default:
+		if msg := checkURL(c.PublicURL); msg != "" {
+			bad("public_url: %s", msg)
+		} else if u, _ := url.Parse(c.PublicURL); u.RawQuery != "" || u.Fragment != "" {
+			bad("public_url: %q must not have a query or fragment", c.PublicURL)
+		}
+	}
+	for i, o := range c.AllowedOrigins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			bad("allowed_origins[%d]: %q is not an origin (scheme://host[:port])", i, o)
+		}
+	}
+	if len(c.Issuers) == 0 && !c.Anonymous {
+		bad("issuers: at least one issuer is required (or anonymous: true)")
+	}
+	seen := map[string]bool{}
+	for i := range c.Issuers {
+		is := &c.Issuers[i]
+		at := fmt.Sprintf("issuers[%d]", i)
+		if !contains(Providers, is.Provider) {
+			bad("%s.provider: %q is not one of %s", at, is.Provider, strings.Join(Providers, ", "))
+		}
+		if is.Issuer == "" {
+			bad("%s.issuer: required", at)
+		} else if seen[is.Issuer] {
+			bad("%s.issuer: %q is configured twice", at, is.Issuer)
+		}
+		seen[is.Issuer] = true
+		if is.Name == "" {
+			is.Name = is.Issuer
+		}
+		if len(is.Audience) == 0 && c.PublicURL != "" {
+			is.Audience = StringList{c.ResourceURL()}
+		}
+		for j, a := range is.Audience {
+			if a == "" {
+				bad("%s.audience[%d]: empty", at, j)
+			}
+		}
+		if is.JWKSURL != "" {
+			if msg := checkURL(is.JWKSURL); msg != "" {
+				bad("%s.jwks_url: %s", at, msg)
+			}
+		} else if is.Issuer != "" {
+			// The JWKS URL will be derived from the issuer, so it must be a URL
+			// that toolgate may fetch.
+			if msg := checkURL(is.Issuer); msg != "" {
+				bad("%s.issuer: %s; set jwks_url when the issuer is not a fetchable URL", at, msg)
+			}
+		}
+	}
+	t := c.Tokens
+	if t.Leeway < 0 || t.Leeway > 5*time.Minute {
+		bad("tokens.leeway: %s is outside 0s..5m", t.Leeway)
+	}
+	if t.JWKSUnknownKIDInterval < time.Second || t.JWKSUnknownKIDInterval > time.Minute {
+		bad("tokens.jwks_unknown_kid_interval: %s is outside 1s..1m", t.JWKSUnknownKIDInterval)
+	}
+	if t.JWKSRefreshInterval < 10*time.Second || t.JWKSRefreshInterval > 24*time.Hour {
+		bad("tokens.jwks_refresh_interval: %s is outside 10s..24h", t.JWKSRefreshInterval)
+	}
+	if t.JWKSTimeout < 100*time.Millisecond || t.JWKSTimeout > 30*time.Second {
+		bad("tokens.jwks_timeout: %s is outside 100ms..30s", t.JWKSTimeout)
+	}
+	if c.Limits.MaxBodyBytes < 1024 || c.Limits.MaxBodyBytes > 64<<20 {
+		bad("limits.max_body_bytes: %d is outside 1024..67108864", c.Limits.MaxBodyBytes)
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen: %q is not host:port", c.Metrics.Listen)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "\n"))
+	}
+	return nil
+}
+
+// checkURL says what is wrong with a URL that toolgate fetches or publishes:
+// it must be absolute, and http only on a loopback host.
+func checkURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return fmt.Sprintf("%q is not an absolute URL", s)
+	}
+	switch u.Scheme {
+	case "https":
+		return ""
+	case "http":
+		if isLoopbackHost(u.Hostname()) {
+			return ""
+		}
+		return fmt.Sprintf("%q uses http:// on a host that is not loopback; use https://", s)
+	default:
+		return fmt.Sprintf("%q must be an https:// URL", s)
+	}
+}
+
+// IsLoopbackURL reports whether s is a URL whose host is loopback.
+func IsLoopbackURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && isLoopbackHost(u.Hostname())
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

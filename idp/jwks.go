@@ -1,0 +1,196 @@
+package idp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/MicahParks/jwkset"
+)
+
+// MaxJWKSBytes bounds a JWKS or discovery response. Real key sets are a few
+// KiB; anything near this is a fault or an attack.
+const MaxJWKSBytes = 1 << 20
+
+// CheckFetchURL refuses a URL that toolgate would fetch or publish unless it
+// is absolute https, or http on a loopback host (CONTRACT.md, "Configuration
+// file").
+func CheckFetchURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", s)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if IsLoopbackHost(u.Hostname()) {
+			return nil
+		}
+		return fmt.Errorf("%q uses http:// on a host that is not loopback; use https://", s)
+	default:
+		return fmt.Errorf("%q must be an https:// URL", s)
+	}
+}
+
+// IsLoopbackHost reports whether h is localhost or a loopback address.
+func IsLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// jwksGuard is the transport of the JWKS fetches. keyfunc replaces its cache
+// with whatever a 200 response holds, reads bodies without a bound, and says
+// nothing of a success; the guard turns an oversized, malformed or empty key
+// set into a failed refresh (so good keys stay cached) and reports every
+// outcome.
+type jwksGuard struct {
+	base   http.RoundTripper
+	report func(err error, keys int)
+}
+
+func (g *jwksGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := g.base.RoundTrip(req)
+	if err != nil {
+		g.report(err, 0)
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		err := fmt.Errorf("JWKS answered HTTP %d", resp.StatusCode)
+		g.report(err, 0)
+		return nil, err
+	}
+	body, err := readBounded(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		var n int
+		if n, err = usableKeys(body); err == nil {
+			g.report(nil, n)
+			resp.Body = io.NopCloser(bytes.NewReader(body))
+			resp.ContentLength = int64(len(body))
+			return resp, nil
+		}
+	}
+	g.report(err, 0)
+	return nil, err
+}
+
+// usableKeys counts the verification keys in a JWK Set and refuses a set
+// with none.
+func usableKeys(body []byte) (int, error) {
+	var set jwkset.JWKSMarshal
+	if err := json.Unmarshal(body, &set); err != nil {
+		return 0, fmt.Errorf("JWKS is not a JWK Set: %w", err)
+	}
+	n := 0
+	for _, k := range set.Keys {
+		if _, err := jwkset.NewJWKFromMarshal(k, jwkset.JWKMarshalOptions{}, jwkset.JWKValidateOptions{}); err == nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, errors.New("JWKS holds no usable key")
+	}
+	return n, nil
+}
+
+func readBounded(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxJWKSBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxJWKSBytes {
+		return nil, fmt.Errorf("response is over %d bytes", MaxJWKSBytes)
+	}
+	return b, nil
+}
+
+// presetJWKSPaths are where each provider publishes its keys, relative to
+// the issuer's origin.
+var presetJWKSPaths = map[string]string{
+	"auth0":  "/.well-known/jwks.json",
+	"workos": "/oauth2/jwks",
+	"stytch": "/.well-known/jwks.json",
+}
+
+// jwksURL resolves an issuer's JWKS URL: the configured one, else the
+// provider preset, else discovery (OpenID Connect Discovery 1.0 §4, then
+// RFC 8414 §3).
+func jwksURL(ctx context.Context, client *http.Client, is Issuer) (string, error) {
+	if is.JWKSURL != "" {
+		return is.JWKSURL, nil
+	}
+	if p, ok := presetJWKSPaths[is.Provider]; ok {
+		u, err := url.Parse(is.Issuer)
+		if err != nil || u.Host == "" {
+			return "", fmt.Errorf("issuer %q is not a URL; set jwks_url", is.Issuer)
+		}
+		return u.Scheme + "://" + u.Host + p, nil
+	}
+	var errs []error
+	for _, d := range discoveryURLs(is.Issuer) {
+		u, err := discover(ctx, client, d, is.Issuer)
+		if err == nil {
+			return u, nil
+		}
+		errs = append(errs, err)
+	}
+	return "", errors.Join(errs...)
+}
+
+// discoveryURLs lists the metadata documents of an issuer: the OIDC form
+// appends the well-known suffix to the issuer; RFC 8414 §3.1 inserts it
+// between host and path.
+func discoveryURLs(issuer string) []string {
+	urls := []string{strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"}
+	if u, err := url.Parse(issuer); err == nil && u.Host != "" {
+		urls = append(urls, u.Scheme+"://"+u.Host+"/.well-known/oauth-authorization-server"+strings.TrimSuffix(u.Path, "/"))
+	}
+	return urls
+}
+
+func discover(ctx context.Context, client *http.Client, docURL, issuer string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, docURL, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s answered HTTP %d", docURL, resp.StatusCode)
+	}
+	body, err := readBounded(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", docURL, err)
+	}
+	var doc struct {
+		Issuer  string `json:"issuer"`
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return "", fmt.Errorf("%s: %w", docURL, err)
+	}
+	// OIDC Discovery §4.3 and RFC 8414 §3.3: the document must name the
+	// issuer it was fetched for, or it may be an impostor's.
+	if doc.Issuer != issuer {
+		return "", fmt.Errorf("%s names issuer %q, want %q", docURL, doc.Issuer, issuer)
+	}
+	if err := CheckFetchURL(doc.JWKSURI); err != nil {
+		return "", fmt.Errorf("%s: jwks_uri: %w", docURL, err)
+	}
+	return doc.JWKSURI, nil
+}

@@ -1,0 +1,336 @@
+package idp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/time/rate"
+)
+
+// MaxTokenBytes is the largest token looked at; real access tokens are a
+// few KiB (CONTRACT.md, "HTTP surface").
+const MaxTokenBytes = 16 << 10
+
+// Algorithms are the only signing algorithms accepted: asymmetric ones.
+// `none` and every HMAC algorithm are refused whatever the header says, so a
+// token "signed" with an issuer's public key as an HMAC secret never passes
+// (RFC 8725 §3.1, §3.2).
+var Algorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+
+// Issuer is one trusted authorization server.
+type Issuer struct {
+	Name      string   // label for logs and metrics
+	Provider  string   // auth0 | workos | stytch | oidc: the claim-normalisation preset
+	Issuer    string   // exact `iss` value
+	Audiences []string // the token's `aud` must contain one of these (RFC 8707)
+	JWKSURL   string   // optional: default from the preset or discovery
+	// StaticJWKS, when set, is the issuer's whole key set and nothing is
+	// fetched (the development issuer).
+	StaticJWKS json.RawMessage
+}
+
+// Options tune the verifier. The zero value of each field takes the default
+// of CONTRACT.md.
+type Options struct {
+	Leeway             time.Duration // on exp, nbf and iat; default 30s
+	UnknownKIDInterval time.Duration // at most one refresh per issuer per interval on an unknown kid; default 10s
+	RefreshInterval    time.Duration // background refresh; default 5m
+	FetchTimeout       time.Duration // one JWKS or discovery fetch; default 5s
+	Transport          http.RoundTripper
+	Logger             *slog.Logger
+	// OnValidation is told the outcome of every verification: the configured
+	// issuer's name ("" when none matched) and the reason ("" when valid).
+	OnValidation func(issuer string, reason Reason)
+	// OnJWKSRefresh is told the outcome of every JWKS fetch and how many
+	// usable keys it held.
+	OnJWKSRefresh func(issuer string, err error, keys int)
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.Leeway == 0 {
+		o.Leeway = 30 * time.Second
+	}
+	if o.UnknownKIDInterval == 0 {
+		o.UnknownKIDInterval = 10 * time.Second
+	}
+	if o.RefreshInterval == 0 {
+		o.RefreshInterval = 5 * time.Minute
+	}
+	if o.FetchTimeout == 0 {
+		o.FetchTimeout = 5 * time.Second
+	}
+	if o.Transport == nil {
+		o.Transport = http.DefaultTransport
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.OnValidation == nil {
+		o.OnValidation = func(string, Reason) {}
+	}
+	if o.OnJWKSRefresh == nil {
+		o.OnJWKSRefresh = func(string, error, int) {}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Verifier validates access tokens against a fixed set of issuers, each with
+// its own key cache.
+type Verifier struct {
+	opts   Options
+	byIss  map[string]*issuerState
+	parser *jwt.Parser
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type issuerState struct {
+	cfg  Issuer
+	keys atomic.Pointer[keyfunc.Keyfunc] // nil until the keys were fetched once
+}
+
+// NewVerifier builds a verifier for the issuers. Keys are fetched by Start.
+func NewVerifier(issuers []Issuer, opts Options) (*Verifier, error) {
+	opts.defaults()
+	v := &Verifier{
+		opts:  opts,
+		byIss: make(map[string]*issuerState, len(issuers)),
+		parser: jwt.NewParser(
+			jwt.WithValidMethods(Algorithms),
+			jwt.WithLeeway(opts.Leeway),
+			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
+			jwt.WithTimeFunc(opts.Now),
+		),
+	}
+	for _, is := range issuers {
+		if _, dup := v.byIss[is.Issuer]; dup {
+			return nil, fmt.Errorf("issuer %q configured twice", is.Issuer)
+		}
+		if len(is.Audiences) == 0 {
+			return nil, fmt.Errorf("issuer %q has no audience", is.Issuer)
+		}
+		st := &issuerState{cfg: is}
+		if is.StaticJWKS != nil {
+			kf, err := keyfunc.NewJWKSetJSON(is.StaticJWKS)
+			if err != nil {
+				return nil, fmt.Errorf("issuer %q: %w", is.Issuer, err)
+			}
+			st.keys.Store(&kf)
+		}
+		v.byIss[is.Issuer] = st
+	}
+	return v, nil
+}
+
+// Start fetches every issuer's keys in the background, retrying with backoff
+// until the first fetch succeeds; after that keyfunc refreshes them. Close
+// stops it all.
+func (v *Verifier) Start(ctx context.Context) {
+	ctx, v.cancel = context.WithCancel(ctx)
+	for _, st := range v.byIss {
+		if st.keys.Load() != nil {
+			continue
+		}
+		v.wg.Add(1)
+		go func() {
+			defer v.wg.Done()
+			v.load(ctx, st)
+		}()
+	}
+}
+
+// Close stops the background fetches.
+func (v *Verifier) Close() {
+	if v.cancel != nil {
+		v.cancel()
+	}
+	v.wg.Wait()
+}
+
+// Pending names the issuers whose keys were never fetched.
+func (v *Verifier) Pending() []string {
+	var out []string
+	for _, st := range v.byIss {
+		if st.keys.Load() == nil {
+			out = append(out, st.cfg.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (v *Verifier) load(ctx context.Context, st *issuerState) {
+	backoff := 250 * time.Millisecond
+	for {
+		kf, stop, err := v.connect(ctx, st)
+		if err == nil {
+			// The keyfunc's refresh goroutine lives until Close.
+			context.AfterFunc(ctx, stop)
+			st.keys.Store(&kf)
+			v.opts.Logger.Info("issuer keys loaded", "issuer", st.cfg.Name)
+			return
+		}
+		v.opts.Logger.Warn("issuer keys not loaded; retrying", "issuer", st.cfg.Name, "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// connect resolves the JWKS URL and makes the issuer's keyfunc, which
+// succeeds only when the first fetch does.
+func (v *Verifier) connect(ctx context.Context, st *issuerState) (keyfunc.Keyfunc, context.CancelFunc, error) {
+	name := st.cfg.Name
+	plain := &http.Client{Transport: v.opts.Transport, Timeout: v.opts.FetchTimeout}
+	fetchCtx, cancelFetch := context.WithTimeout(ctx, v.opts.FetchTimeout)
+	u, err := jwksURL(fetchCtx, plain, st.cfg)
+	cancelFetch()
+	if err == nil {
+		err = CheckFetchURL(u)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	guarded := &http.Client{
+		Timeout: v.opts.FetchTimeout,
+		Transport: &jwksGuard{base: v.opts.Transport, report: func(err error, keys int) {
+			v.opts.OnJWKSRefresh(name, err, keys)
+		}},
+		// A JWKS is fetched from the URL named, never from a redirect.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	// Each attempt has its own context: keyfunc starts its refresh goroutine
+	// before the first fetch, and a failed attempt must not leave it running.
+	attempt, cancel := context.WithCancel(ctx)
+	noFirstError := false
+	kf, err := keyfunc.NewDefaultOverrideCtx(attempt, []string{u}, keyfunc.Override{
+		Client:                    guarded,
+		HTTPTimeout:               v.opts.FetchTimeout,
+		RefreshInterval:           v.opts.RefreshInterval,
+		NoErrorReturnFirstHTTPReq: &noFirstError,
+		// One refresh per interval for unknown kids, and a request never
+		// waits for the limiter longer than one fetch would take: the wait
+		// bound is also the bound of the refresh it triggers.
+		RefreshUnknownKID: rate.NewLimiter(rate.Every(v.opts.UnknownKIDInterval), 1),
+		RateLimitWaitMax:  v.opts.FetchTimeout,
+		RefreshErrorHandlerFunc: func(string) func(context.Context, error) {
+			return func(_ context.Context, err error) {
+				v.opts.Logger.Warn("JWKS refresh failed; cached keys kept", "issuer", name, "error", err)
+			}
+		},
+	})
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return kf, cancel, nil
+}
+
+// Verify validates a raw access token (RFC 6750 §2.1 bearer, RFC 9068
+// profile) and returns its principal. A refused token is an *Error whose
+// Reason says why.
+func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
+	p, err := v.verify(ctx, raw)
+	if err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			e = refuse(ReasonClaimsInvalid, "", err)
+		}
+		v.opts.OnValidation(e.Issuer, e.Reason)
+		return nil, e
+	}
+	v.opts.OnValidation(p.Issuer, "")
+	return p, nil
+}
+
+func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
+	if len(raw) > MaxTokenBytes {
+		return nil, refuse(ReasonTooLarge, "", nil)
+	}
+	if strings.Count(raw, ".") != 2 {
+		return nil, refuse(ReasonMalformed, "", errors.New("a JWT has three segments"))
+	}
+	var st *issuerState
+	claims := jwt.MapClaims{}
+	tok, err := v.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		iss, _ := claims["iss"].(string)
+		if st = v.byIss[iss]; st == nil {
+			return nil, refuse(ReasonIssuerUnknown, "", nil)
+		}
+		kf := st.keys.Load()
+		if kf == nil {
+			return nil, refuse(ReasonKeysUnavailable, st.cfg.Name, nil)
+		}
+		key, err := (*kf).KeyfuncCtx(ctx)(t)
+		if err != nil {
+			return nil, refuse(ReasonKeyUnknown, st.cfg.Name, err)
+		}
+		return key, nil
+	})
+	name := ""
+	if st != nil {
+		name = st.cfg.Name
+	}
+	if err != nil {
+		return nil, classify(tok, err, name)
+	}
+	aud, _ := claims.GetAudience()
+	switch {
+	case len(aud) == 0:
+		return nil, refuse(ReasonAudienceMissing, name, nil)
+	case !slices.ContainsFunc(aud, func(a string) bool { return slices.Contains(st.cfg.Audiences, a) }):
+		return nil, refuse(ReasonAudienceMismatch, name, nil)
+	}
+	if sub, _ := claims["sub"].(string); sub == "" {
+		return nil, refuse(ReasonSubjectMissing, name, nil)
+	}
+	return normalise(st.cfg.Provider, name, claims), nil
+}
+
+// classify maps golang-jwt's errors to reason codes.
+func classify(tok *jwt.Token, err error, issuer string) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	if tok != nil && tok.Header != nil {
+		if alg, _ := tok.Header["alg"].(string); !slices.Contains(Algorithms, alg) {
+			return refuse(ReasonAlgNotAllowed, issuer, err)
+		}
+	}
+	r := ReasonClaimsInvalid
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		r = ReasonMalformed
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		r = ReasonSignatureInvalid
+	case errors.Is(err, jwt.ErrTokenExpired):
+		r = ReasonExpired
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		r = ReasonExpMissing
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		r = ReasonNotYetValid
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		r = ReasonIssuedInFuture
+	}
+	return refuse(r, issuer, err)
+}

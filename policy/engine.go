@@ -1,0 +1,397 @@
+// Package policy asks the operator's Rego policies (package mcp.authz, run by
+// embedded OPA) which tools a principal may see and call. A decision is a
+// value with a reason, never a bare bool; any evaluation error denies.
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/toolgate/toolgate/idp"
+)
+
+//go:embed wrapper.rego
+var wrapperModule string
+
+// The actions of the policy contract.
+const (
+	ActionList = "tools/list"
+	ActionCall = "tools/call"
+)
+
+// Tool is what a policy sees of one tool of the catalog.
+type Tool struct {
+	Name        string         `json:"name"`
+	Description string         `json:"description"`
+	Annotations map[string]any `json:"annotations"`
+}
+
+// Decision is the answer to one tools/call.
+type Decision struct {
+	ID             string   // unique; in the decision log and the denial the client sees
+	Visible        bool     // the tool is in visible_tools
+	Allowed        bool     // visible and allow is true
+	Reason         string   // the policy's reason, or the gate's when it has none
+	RequiredScopes []string // scopes that would permit the call (step-up), sorted
+	Revision       string   // the policy revision that decided
+	Err            error    // an evaluation error (the call is then denied)
+}
+
+// Source is where policies come from: a directory, or a file system (the
+// default policy compiled into the binary).
+type Source struct {
+	Dir string
+	FS  fs.FS
+}
+
+func (s Source) String() string {
+	if s.FS != nil {
+		return "embedded default policy"
+	}
+	return s.Dir
+}
+
+// Options configure an Engine.
+type Options struct {
+	Logger *slog.Logger
+	// OnSwap is called after a new revision is swapped in.
+	OnSwap func(revision string)
+	// OnReload is told the outcome of every reload attempt.
+	OnReload func(err error)
+}
+
+// Engine holds the compiled policy and swaps it atomically on reload, so an
+// evaluation never sees a half-updated policy.
+type Engine struct {
+	src     Source
+	opts    Options
+	catalog []any // the catalog as policy input, built once
+	cur     atomic.Pointer[compiled]
+	mu      sync.Mutex // serialises reloads
+	lastErr atomic.Pointer[error]
+}
+
+// compiled is one revision of the policy with its prepared queries.
+type compiled struct {
+	revision string
+	loaded   time.Time
+	list     rego.PreparedEvalQuery
+	call     rego.PreparedEvalQuery
+}
+
+// New compiles the policy of src. An error names the file and line that do
+// not compile.
+func New(src Source, catalog []Tool, opts Options) (*Engine, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.OnSwap == nil {
+		opts.OnSwap = func(string) {}
+	}
+	if opts.OnReload == nil {
+		opts.OnReload = func(error) {}
+	}
+	e := &Engine{src: src, opts: opts}
+	for _, t := range catalog {
+		ann := t.Annotations
+		if ann == nil {
+			ann = map[string]any{}
+		}
+		e.catalog = append(e.catalog, map[string]any{"name": t.Name, "description": t.Description, "annotations": ann})
+	}
+	c, err := compile(src)
+	if err != nil {
+		return nil, err
+	}
+	e.cur.Store(c)
+	return e, nil
+}
+
+// Revision is the content hash of the policy in force.
+func (e *Engine) Revision() string { return e.cur.Load().revision }
+
+// LoadedAt is when the policy in force was compiled.
+func (e *Engine) LoadedAt() time.Time { return e.cur.Load().loaded }
+
+// LastError is why the latest reload failed, or nil when it succeeded.
+func (e *Engine) LastError() error {
+	if p := e.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Reload compiles the source again and swaps it in. When it does not compile,
+// the policy in force keeps serving and the error is returned.
+func (e *Engine) Reload() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, err := compile(e.src)
+	e.opts.OnReload(err)
+	if err != nil {
+		e.lastErr.Store(&err)
+		e.opts.Logger.Error("policy reload failed; the last good policy keeps serving",
+			"source", e.src.String(), "revision", e.Revision(), "error", err)
+		return err
+	}
+	e.lastErr.Store(nil)
+	old := e.cur.Swap(c)
+	if old.revision != c.revision {
+		e.opts.Logger.Info("policy reloaded", "source", e.src.String(), "revision", c.revision, "previous", old.revision)
+		e.opts.OnSwap(c.revision)
+	}
+	return nil
+}
+
+// Visible evaluates visible_tools once for the whole catalog and returns
+// the names visible to p. On an evaluation error nothing is visible.
+func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool, error) {
+	c := e.cur.Load()
+	rs, err := c.list.Eval(ctx, rego.EvalInput(e.input(p, ActionList, "", nil)))
+	if err == nil && len(rs) != 1 {
+		err = errors.New("visible_tools is undefined")
+	}
+	if err != nil {
+		return map[string]bool{}, err
+	}
+	names, err := stringSet(rs[0].Expressions[0].Value, "visible_tools")
+	if err != nil {
+		return map[string]bool{}, err
+	}
+	out := make(map[string]bool, len(names))
+	for _, n := range names {
+		out[n] = true
+	}
+	return out, nil
+}
+
+// Decide evaluates visibility, allow, reason and required_scopes for a call
+// of the named tool in one evaluation. A call is allowed only when the tool
+// is visible and allow is true (CONTRACT.md, "Policy contract").
+func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args map[string]any) Decision {
+	c := e.cur.Load()
+	d := Decision{ID: uuid.NewString(), Revision: c.revision}
+	rs, err := c.call.Eval(ctx, rego.EvalInput(e.input(p, ActionCall, tool, args)))
+	if err == nil && len(rs) != 1 {
+		err = errors.New("decision is undefined")
+	}
+	if err == nil {
+		err = d.read(rs[0].Expressions[0].Value)
+	}
+	if err != nil {
+		return Decision{ID: d.ID, Revision: c.revision, Reason: "policy evaluation failed", Err: err}
+	}
+	d.Allowed = d.Visible && d.Allowed
+	if !d.Allowed && d.Reason == "" {
+		d.Reason = "denied by policy"
+	}
+	return d
+}
+
+func (d *Decision) read(v any) error {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("decision is %T", v)
+	}
+	d.Visible, _ = m["visible"].(bool)
+	d.Allowed, _ = m["allow"].(bool)
+	reason, ok := m["reason"].(string)
+	if !ok {
+		return wrongType(m["reason"], "reason must be a string")
+	}
+	d.Reason = reason
+	scopes, err := stringSet(m["required_scopes"], "required_scopes")
+	if err != nil {
+		return err
+	}
+	d.RequiredScopes = scopes
+	return nil
+}
+
+// stringSet reads a set of strings from a Rego result (sets arrive as
+// arrays).
+func stringSet(v any, name string) ([]string, error) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, wrongType(v, name+" must be a set of strings")
+	}
+	out := make([]string, 0, len(list))
+	for _, x := range list {
+		s, ok := x.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s must be a set of strings", name)
+		}
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// wrongType is the error for a value of the wrong type: the wrapper's own
+// {"error": ...} message when it made one, else msg.
+func wrongType(v any, msg string) error {
+	if m, ok := v.(map[string]any); ok {
+		if s, ok := m["error"].(string); ok {
+			return errors.New(s)
+		}
+	}
+	return errors.New(msg)
+}
+
+func (e *Engine) input(p *idp.Principal, action, tool string, args map[string]any) map[string]any {
+	in := map[string]any{
+		"principal": principalInput(p),
+		"action":    action,
+		"tools":     e.catalog,
+	}
+	if action == ActionCall {
+		ann := map[string]any{}
+		for _, t := range e.catalog {
+			if m := t.(map[string]any); m["name"] == tool {
+				ann = m["annotations"].(map[string]any)
+			}
+		}
+		if args == nil {
+			args = map[string]any{}
+		}
+		in["tool"] = map[string]any{"name": tool, "annotations": ann}
+		in["arguments"] = args
+	}
+	return in
+}
+
+func principalInput(p *idp.Principal) map[string]any {
+	claims := p.Claims
+	if claims == nil {
+		claims = map[string]any{}
+	}
+	return map[string]any{
+		"sub":         p.Sub,
+		"iss":         p.Iss,
+		"client_id":   p.ClientID,
+		"provider":    p.Provider,
+		"org_id":      p.OrgID,
+		"scopes":      orEmpty(p.Scopes),
+		"permissions": orEmpty(p.Permissions),
+		"roles":       orEmpty(p.Roles),
+		"claims":      claims,
+	}
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// IsPolicyFile says whether a file under the policy directory is part of the
+// policy: Rego modules other than tests, and JSON or YAML data.
+func IsPolicyFile(name string) bool {
+	if strings.HasPrefix(name, ".") || strings.HasSuffix(name, "_test.rego") {
+		return false
+	}
+	switch filepath.Ext(name) {
+	case ".rego", ".json", ".yaml", ".yml":
+		return true
+	}
+	return false
+}
+
+func load(src Source) (*loader.Result, error) {
+	fl := loader.NewFileLoader()
+	root := src.Dir
+	if src.FS != nil {
+		fl = fl.WithFS(src.FS)
+		root = "."
+	}
+	return fl.Filtered([]string{root}, func(_ string, info fs.FileInfo, depth int) bool {
+		if info.IsDir() {
+			return depth > 0 && strings.HasPrefix(info.Name(), ".")
+		}
+		return !IsPolicyFile(info.Name())
+	})
+}
+
+func compile(src Source) (*compiled, error) {
+	res, err := load(src)
+	if err != nil {
+		return nil, err
+	}
+	modules := res.ParsedModules()
+	if !hasPackage(modules, "data.mcp.authz") {
+		return nil, fmt.Errorf("%s: no module declares package mcp.authz", src)
+	}
+	wrapper, err := ast.ParseModule("toolgate/wrapper.rego", wrapperModule)
+	if err != nil {
+		return nil, err
+	}
+	modules["toolgate/wrapper.rego"] = wrapper
+	compiler := ast.NewCompiler()
+	if compiler.Compile(modules); compiler.Failed() {
+		return nil, compiler.Errors
+	}
+	store := inmem.NewFromObject(res.Documents)
+	prepare := func(q string) (rego.PreparedEvalQuery, error) {
+		return rego.New(
+			rego.Query(q),
+			rego.Compiler(compiler),
+			rego.Store(store),
+			rego.StrictBuiltinErrors(true),
+		).PrepareForEval(context.Background())
+	}
+	c := &compiled{revision: revision(res), loaded: time.Now()}
+	if c.list, err = prepare("data.toolgate.internal.visible"); err != nil {
+		return nil, err
+	}
+	if c.call, err = prepare("data.toolgate.internal.call"); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func hasPackage(modules map[string]*ast.Module, pkg string) bool {
+	for _, m := range modules {
+		if m.Package.Path.String() == pkg {
+			return true
+		}
+	}
+	return false
+}
+
+// revision hashes what was loaded: every module's text and the data.
+func revision(res *loader.Result) string {
+	h := sha256.New()
+	names := make([]string, 0, len(res.Modules))
+	for n := range res.Modules {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(n), len(res.Modules[n].Raw))
+		h.Write(res.Modules[n].Raw)
+	}
+	data, _ := json.Marshal(res.Documents)
+	h.Write(data)
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}

@@ -1,0 +1,106 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/toolgate/toolgate/idp"
+)
+
+// The denials the gate answers itself, before MCP sees the request.
+var (
+	errOriginForbidden = errors.New("origin_not_allowed")
+	errBodyTooLarge    = errors.New("request_too_large")
+	errSessionUnknown  = errors.New("session_not_found")
+)
+
+// stepUp is a call denied for want of scopes (MCP authorization, "Scope
+// challenge handling"; RFC 6750 §3.1 insufficient_scope).
+type stepUp struct {
+	scopes     []string
+	decisionID string
+}
+
+func (s *stepUp) Error() string { return "insufficient_scope" }
+
+// writeError is the one place that maps an error to an HTTP answer. Every
+// refusal names a stable reason code; no refusal echoes the token.
+func (s *Server) writeError(w http.ResponseWriter, err error) {
+	var (
+		tokenErr *idp.Error
+		step     *stepUp
+	)
+	switch {
+	case errors.As(err, &tokenErr) && tokenErr.Reason == idp.ReasonKeysUnavailable:
+		// The issuer's keys were never fetched: our fault, not the token's.
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, oauthError{"temporarily_unavailable", string(tokenErr.Reason), ""})
+	case errors.As(err, &tokenErr):
+		// RFC 6750 §3 and RFC 9728 §5.1: point the client at the metadata.
+		// §3.1: no error code when the request carried no token.
+		params := [][2]string{{"resource_metadata", s.metadataURL}}
+		if tokenErr.Reason != idp.ReasonMissing {
+			params = append([][2]string{{"error", "invalid_token"}, {"error_description", string(tokenErr.Reason)}}, params...)
+		}
+		w.Header().Set("WWW-Authenticate", bearerChallenge(params))
+		writeJSON(w, http.StatusUnauthorized, oauthError{"invalid_token", string(tokenErr.Reason), ""})
+	case errors.As(err, &step):
+		w.Header().Set("WWW-Authenticate", bearerChallenge([][2]string{
+			{"error", "insufficient_scope"},
+			{"scope", strings.Join(step.scopes, " ")},
+			{"resource_metadata", s.metadataURL},
+		}))
+		writeJSON(w, http.StatusForbidden, oauthError{"insufficient_scope", "scope " + strings.Join(step.scopes, " ") + " required", step.decisionID})
+	case errors.Is(err, errOriginForbidden):
+		writeJSON(w, http.StatusForbidden, oauthError{"forbidden", "origin_not_allowed", ""})
+	case errors.Is(err, errBodyTooLarge):
+		writeJSON(w, http.StatusRequestEntityTooLarge, oauthError{"request_too_large", "request body is over the limit", ""})
+	case errors.Is(err, errSessionUnknown):
+		// MCP transports: an unknown or foreign session id is 404, so the
+		// client starts a new session; another principal's session is never
+		// confirmed to exist.
+		writeJSON(w, http.StatusNotFound, oauthError{"session_not_found", "session not found", ""})
+	default:
+		s.log.Error("request failed", "error", err)
+		writeJSON(w, http.StatusInternalServerError, oauthError{"server_error", "internal error", ""})
+	}
+}
+
+type oauthError struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+	DecisionID  string `json:"decision_id,omitempty"`
+}
+
+// bearerChallenge writes a Bearer challenge (RFC 6750 §3) whose values are
+// quoted strings with quotes, backslashes and control characters removed,
+// so no value can break out of the header.
+func bearerChallenge(params [][2]string) string {
+	var b strings.Builder
+	b.WriteString("Bearer")
+	for i, p := range params {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte(' ')
+		b.WriteString(p[0])
+		b.WriteString(`="`)
+		for _, r := range p[1] {
+			if r < 0x20 || r == 0x7f || r == '"' || r == '\\' {
+				continue
+			}
+			b.WriteRune(r)
+		}
+		b.WriteByte('"')
+	}
+	return b.String()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,210 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// checkOrigin refuses a browser request from an origin that is neither
+// public_url's nor allowed (MCP transports, "Security Warning": servers MUST
+// validate Origin, against DNS rebinding), and a Host that names neither
+// public_url's host nor loopback. It runs before authentication.
+func (s *Server) checkOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if o := r.Header.Get("Origin"); o != "" && !s.origins[o] {
+			s.writeError(w, errOriginForbidden)
+			return
+		}
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.Trim(host, "[]")
+		if host != s.publicHost && !idp.IsLoopbackHost(host) {
+			s.writeError(w, errOriginForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authenticate validates the bearer token (RFC 6750 §2.1: the
+// Authorization header only) and puts the principal in the context.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.principal(r)
+		if err != nil {
+			s.writeError(w, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(idp.WithPrincipal(r.Context(), p)))
+	})
+}
+
+func (s *Server) principal(r *http.Request) (*idp.Principal, error) {
+	// A token in the query string leaks into logs and histories: refuse it
+	// even beside a good header (MCP authorization, "Token Requirements").
+	if r.URL.Query().Has("access_token") {
+		return nil, &idp.Error{Reason: idp.ReasonInQuery}
+	}
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		if s.cfg.Anonymous {
+			return idp.Anonymous(), nil
+		}
+		return nil, &idp.Error{Reason: idp.ReasonMissing}
+	}
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return nil, &idp.Error{Reason: idp.ReasonNotBearer}
+	}
+	return s.verifier.Verify(r.Context(), strings.TrimSpace(token))
+}
+
+// bindSession refuses a session id that is unknown or belongs to another
+// principal, before mcp-go sees it (CONTRACT.md, "Sessions").
+func (s *Server) bindSession(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id := r.Header.Get(mcpserver.HeaderKeySessionID); id != "" {
+			p, _ := idp.PrincipalFrom(r.Context())
+			if !s.sessions.owns(id, p.Key()) {
+				s.writeError(w, errSessionUnknown)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// callRequest is the part of a JSON-RPC tools/call the gate reads.
+type callRequest struct {
+	Method string `json:"method"`
+	Params struct {
+		Name      string         `json:"name"`
+		Arguments map[string]any `json:"arguments"`
+	} `json:"params"`
+}
+
+// gateCall bounds the body and decides a tools/call before MCP runs it, so
+// that a step-up can be the HTTP 403 the MCP authorization spec asks for
+// ("Scope challenge handling"). The decision rides in the context to the
+// tool filter and the handler middleware, which enforce it.
+func (s *Server) gateCall(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBodyBytes))
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				s.writeError(w, errBodyTooLarge)
+				return
+			}
+			s.writeError(w, err)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var req callRequest
+		if json.Unmarshal(body, &req) != nil || req.Method != string(mcp.MethodToolsCall) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p, _ := idp.PrincipalFrom(r.Context())
+		d := s.decide(r.Context(), p, req.Params.Name, req.Params.Arguments)
+		if d.Visible && !d.Allowed && len(d.RequiredScopes) > 0 && d.Err == nil {
+			s.writeError(w, &stepUp{scopes: d.RequiredScopes, decisionID: d.ID})
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(withDecision(r.Context(), req.Params.Name, d)))
+	})
+}
+
+// decide asks the policy about one call and logs any evaluation error.
+func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args map[string]any) policy.Decision {
+	d := s.policy.Decide(ctx, p, tool, args)
+	if d.Err != nil {
+		s.log.Error("policy evaluation failed; call denied", "decision_id", d.ID, "tool", tool, "revision", d.Revision, "error", d.Err)
+	}
+	return d
+}
+
+type decisionKey struct{}
+
+type toolDecision struct {
+	tool string
+	policy.Decision
+}
+
+func withDecision(ctx context.Context, tool string, d policy.Decision) context.Context {
+	return context.WithValue(ctx, decisionKey{}, &toolDecision{tool, d})
+}
+
+// decisionFor returns the decision already made for a call of tool in this
+// request, or makes one.
+func (s *Server) decisionFor(ctx context.Context, p *idp.Principal, tool string, args map[string]any) policy.Decision {
+	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.tool == tool {
+		return d.Decision
+	}
+	return s.decide(ctx, p, tool, args)
+}
+
+// filterTools is mcp-go's tool filter, applied to tools/list and to each
+// tools/call: a tool the principal may not see is absent, and calling it
+// gets the same error as a tool that does not exist.
+func (s *Server) filterTools(ctx context.Context, tools []mcp.Tool) []mcp.Tool {
+	p, ok := idp.PrincipalFrom(ctx)
+	if !ok {
+		return nil
+	}
+	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && len(tools) == 1 && tools[0].Name == d.tool {
+		if d.Visible {
+			return tools
+		}
+		return nil
+	}
+	visible, err := s.policy.Visible(ctx, p)
+	if err != nil {
+		s.log.Error("policy evaluation failed; no tool listed", "revision", s.policy.Revision(), "error", err)
+		return nil
+	}
+	out := make([]mcp.Tool, 0, len(visible))
+	for _, t := range tools {
+		if visible[t.Name] {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// enforceCall wraps every tool handler: the call runs only when the policy
+// allows it; any other denial is a tool result with isError and the text
+// "Permission denied: <reason>" (CONTRACT.md, "Policy contract").
+func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
+	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		p, ok := idp.PrincipalFrom(ctx)
+		if !ok {
+			return mcp.NewToolResultError("Permission denied: no principal"), nil
+		}
+		d := s.decisionFor(ctx, p, req.Params.Name, req.GetArguments())
+		if !d.Allowed {
+			res := mcp.NewToolResultError("Permission denied: " + d.Reason)
+			res.Meta = mcp.NewMetaFromMap(map[string]any{"decision_id": d.ID})
+			return res, nil
+		}
+		return next(ctx, req)
+	}
+}

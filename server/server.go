@@ -1,0 +1,272 @@
+// Package server is toolgate's HTTP face: the MCP endpoint behind the bearer
+// check, the origin check, session binding and the policy gate; the RFC 9728
+// metadata documents; health and readiness.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/toolgate/toolgate/config"
+	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/rego"
+	"github.com/toolgate/toolgate/tools"
+)
+
+// Version is reported to MCP clients in serverInfo.
+var Version = "dev"
+
+// Options are what a Server is made of. Only Config is required.
+type Options struct {
+	Config *config.Config
+	Logger *slog.Logger
+	// Issuers replace the configured issuers (the development issuer).
+	Issuers []idp.Issuer
+	// Policy is where policies come from; default: policy.dir, or the
+	// default policy compiled into the binary when it is empty.
+	Policy *policy.Source
+	// Tools are the tools served; default: the built-in tools.
+	Tools []mcpserver.ServerTool
+	// Transport fetches JWKS and discovery documents; default: the
+	// standard transport.
+	Transport http.RoundTripper
+}
+
+// Server serves toolgate's HTTP surface.
+type Server struct {
+	cfg         *config.Config
+	verifier    *idp.Verifier
+	policy      *policy.Engine
+	log         *slog.Logger
+	mcp         *mcpserver.MCPServer
+	streamable  *mcpserver.StreamableHTTPServer
+	sessions    *sessions
+	metadata    []byte
+	metadataURL string
+	origins     map[string]bool
+	publicHost  string
+	handler     http.Handler
+}
+
+// SessionIdleTTL is how long an MCP session may stay idle before it is
+// dropped.
+const SessionIdleTTL = 30 * time.Minute
+
+// New builds a Server from its configuration. A policy that does not compile
+// is an error naming the file and line.
+func New(o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Tools == nil {
+		o.Tools = tools.Builtin()
+	}
+	cfg := o.Config
+	pub, err := url.Parse(cfg.PublicURL)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:         cfg,
+		log:         o.Logger,
+		sessions:    newSessions(nil),
+		metadataURL: cfg.PublicURL + "/.well-known/oauth-protected-resource/mcp",
+		origins:     map[string]bool{pub.Scheme + "://" + pub.Host: true},
+		publicHost:  pub.Hostname(),
+	}
+	for _, o := range cfg.AllowedOrigins {
+		s.origins[trimSlash(o)] = true
+	}
+	issuers := o.Issuers
+	if issuers == nil {
+		for _, is := range cfg.Issuers {
+			issuers = append(issuers, idp.Issuer{Name: is.Name, Provider: is.Provider, Issuer: is.Issuer, Audiences: is.Audience, JWKSURL: is.JWKSURL})
+		}
+	}
+	var as []string
+	for _, is := range issuers {
+		as = append(as, is.Issuer)
+	}
+	s.verifier, err = idp.NewVerifier(issuers, idp.Options{
+		Leeway:             cfg.Tokens.Leeway,
+		UnknownKIDInterval: cfg.Tokens.JWKSUnknownKIDInterval,
+		RefreshInterval:    cfg.Tokens.JWKSRefreshInterval,
+		FetchTimeout:       cfg.Tokens.JWKSTimeout,
+		Transport:          o.Transport,
+		Logger:             o.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	src := policy.Source{Dir: cfg.Policy.Dir}
+	if o.Policy != nil {
+		src = *o.Policy
+	} else if src.Dir == "" {
+		src.FS = rego.FS
+	}
+	s.policy, err = policy.New(src, Catalog(o.Tools), policy.Options{Logger: o.Logger, OnSwap: s.policyChanged})
+	if err != nil {
+		return nil, err
+	}
+	// RFC 9728 §2 and §3.2.
+	s.metadata, err = json.Marshal(map[string]any{
+		"resource":                 cfg.ResourceURL(),
+		"authorization_servers":    nonNil(as),
+		"scopes_supported":         nonNil(cfg.ScopesSupported),
+		"bearer_methods_supported": []string{"header"},
+		"resource_name":            "toolgate",
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	s.mcp = mcpserver.NewMCPServer("toolgate", Version,
+		mcpserver.WithToolCapabilities(true),
+		mcpserver.WithToolFilter(s.filterTools),
+		mcpserver.WithToolHandlerMiddleware(s.enforceCall),
+		mcpserver.WithRecovery(),
+	)
+	s.mcp.AddTools(o.Tools...)
+	s.streamable = mcpserver.NewStreamableHTTPServer(s.mcp,
+		mcpserver.WithEndpointPath("/mcp"),
+		mcpserver.WithSessionIdManagerResolver(s.sessions),
+		mcpserver.WithSessionIdleTTL(SessionIdleTTL),
+		mcpserver.WithStreamableHTTPLogger(o.Logger),
+		// The gate checks Host and Origin itself (checkOrigin), so that it
+		// also works behind a reverse proxy on the same host.
+		mcpserver.WithDisableLocalhostProtection(true),
+	)
+
+	r := mux.NewRouter()
+	r.Handle("/mcp", s.checkOrigin(s.authenticate(s.bindSession(s.gateCall(s.streamable)))))
+	r.HandleFunc("/.well-known/oauth-protected-resource", s.serveMetadata).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
+	r.HandleFunc("/.well-known/oauth-protected-resource/mcp", s.serveMetadata).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
+	r.HandleFunc("/healthz", s.serveHealth).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/readyz", s.serveReady).Methods(http.MethodGet, http.MethodHead)
+	s.handler = r
+	return s, nil
+}
+
+// Catalog is what the policy sees of the tools.
+func Catalog(tools []mcpserver.ServerTool) []policy.Tool {
+	out := make([]policy.Tool, 0, len(tools))
+	for _, t := range tools {
+		var ann map[string]any
+		if b, err := json.Marshal(t.Tool.Annotations); err == nil {
+			_ = json.Unmarshal(b, &ann)
+		}
+		out = append(out, policy.Tool{Name: t.Tool.Name, Description: t.Tool.Description, Annotations: ann})
+	}
+	return out
+}
+
+// Handler is the whole HTTP surface.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// policyChanged tells connected sessions that their tool list may have
+// changed (MCP server/tools, "List Changed Notification").
+func (s *Server) policyChanged(string) {
+	if s.mcp != nil {
+		s.mcp.SendNotificationToAllClients(mcp.MethodNotificationToolsListChanged, nil)
+	}
+}
+
+// Policy is the policy engine in use.
+func (s *Server) Policy() *policy.Engine { return s.policy }
+
+// Serve fetches the issuers' keys, watches the policy directory and answers
+// on ln until ctx ends; then it shuts down gracefully: new connections are
+// refused, in-flight requests finish (up to grace), open streams are closed.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	s.verifier.Start(ctx)
+	defer s.verifier.Close()
+	if err := s.policy.Watch(ctx); err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	s.streamable.CloseSessions(sctx) // end the long-lived GET streams first
+	err := hs.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn("shutdown grace period over; closing open connections")
+		err = hs.Close()
+	}
+	<-errc
+	return err
+}
+
+func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	// Browser-based clients fetch the metadata cross-origin.
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	if r.Method == http.MethodOptions {
+		w.Header().Set("Access-Control-Allow-Methods", "GET")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "max-age=300")
+	_, _ = w.Write(s.metadata)
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// serveReady is 200 once a policy is loaded and every issuer's keys were
+// fetched once; a failed reload is named in the body but keeps it ready,
+// since the last good policy serves (CONTRACT.md, "Policy reload").
+func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+	body := map[string]any{
+		"policy_revision": s.policy.Revision(),
+		"policy_loaded":   s.policy.LoadedAt().UTC().Format(time.RFC3339),
+	}
+	if err := s.policy.LastError(); err != nil {
+		body["policy_reload_error"] = err.Error()
+	}
+	status := http.StatusOK
+	if pending := s.verifier.Pending(); len(pending) > 0 {
+		status = http.StatusServiceUnavailable
+		body["issuers_without_keys"] = pending
+	}
+	body["ready"] = status == http.StatusOK
+	writeJSON(w, status, body)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func trimSlash(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '/' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
