@@ -319,7 +319,10 @@ func TestGracefulShutdownFinishesInFlightCalls(t *testing.T) {
 	release := make(chan struct{})
 	g, stop := startStoppableGate(t, []*idptest.Tenant{tn}, slowTool(started, release))
 	g.writePolicyFile("data.json", `{"tool_rules": {"slow": {}}}`)
-	waitFor(t, "the slow tool's policy", func() bool { _, b := g.readyz(); return b["policy_reload_error"] == nil && g.srv.Policy().Revision() != "" })
+	waitFor(t, "the slow tool's policy", func() bool {
+		_, b := g.readyz()
+		return b["policy_reload_error"] == nil && g.srv.Policy().Revision() != ""
+	})
 	c := g.connect(tn.Token(idptest.Claims{Audience: []string{g.Config.ResourceURL()}}))
 	waitFor(t, "slow to be visible", func() bool { return slices.Contains(toolNames(t, c), "slow") })
 	result := make(chan string, 1)
