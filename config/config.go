@@ -11,14 +11,14 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
-)
 
-// Providers are the claim-normalisation presets an issuer may name.
-var Providers = []string{"auth0", "workos", "stytch", "oidc"}
+	"github.com/toolgate/toolgate/idp"
+)
 
 // Config is the whole configuration file.
 type Config struct {
@@ -127,15 +127,21 @@ func Parse(b []byte) (*Config, error) {
 	c := Default()
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
+	var problems []string
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		// A TypeError (unknown keys, values of the wrong type) leaves the
+		// rest decoded: report it together with what validation finds.
 		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return nil, errors.New(strings.Join(te.Errors, "\n"))
+		if !errors.As(err, &te) {
+			return nil, err
 		}
-		return nil, err
+		problems = te.Errors
 	}
 	if err := c.Validate(); err != nil {
-		return nil, err
+		problems = append(problems, err.Error())
+	}
+	if len(problems) > 0 {
+		return nil, errors.New(strings.Join(problems, "\n"))
 	}
 	return c, nil
 }
@@ -153,7 +159,7 @@ func (c *Config) Validate() error {
 	if err != nil {
 		bad("listen: %q is not host:port", c.Listen)
 	}
-	if c.PublicURL == "" && err == nil && isLoopbackHost(host) {
+	if c.PublicURL == "" && err == nil && idp.IsLoopbackHost(host) {
 		c.PublicURL = "http://" + c.Listen
 	}
 	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
@@ -180,8 +186,8 @@ func (c *Config) Validate() error {
 	for i := range c.Issuers {
 		is := &c.Issuers[i]
 		at := fmt.Sprintf("issuers[%d]", i)
-		if !contains(Providers, is.Provider) {
-			bad("%s.provider: %q is not one of %s", at, is.Provider, strings.Join(Providers, ", "))
+		if !slices.Contains(idp.Providers, is.Provider) {
+			bad("%s.provider: %q is not one of %s", at, is.Provider, strings.Join(idp.Providers, ", "))
 		}
 		if is.Issuer == "" {
 			bad("%s.issuer: required", at)
@@ -239,45 +245,16 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// checkURL says what is wrong with a URL that toolgate fetches or publishes:
-// it must be absolute, and http only on a loopback host.
+// checkURL says what is wrong with a URL that toolgate fetches or publishes.
 func checkURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
-		return fmt.Sprintf("%q is not an absolute URL", s)
+	if err := idp.CheckFetchURL(s); err != nil {
+		return err.Error()
 	}
-	switch u.Scheme {
-	case "https":
-		return ""
-	case "http":
-		if isLoopbackHost(u.Hostname()) {
-			return ""
-		}
-		return fmt.Sprintf("%q uses http:// on a host that is not loopback; use https://", s)
-	default:
-		return fmt.Sprintf("%q must be an https:// URL", s)
-	}
+	return ""
 }
 
 // IsLoopbackURL reports whether s is a URL whose host is loopback.
 func IsLoopbackURL(s string) bool {
 	u, err := url.Parse(s)
-	return err == nil && isLoopbackHost(u.Hostname())
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	return err == nil && idp.IsLoopbackHost(u.Hostname())
 }

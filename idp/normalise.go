@@ -7,6 +7,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
+// Providers are the claim-normalisation presets an issuer may name.
+var Providers = []string{"auth0", "workos", "stytch", "oidc"}
+
 // Stytch puts organisation and session facts under namespaced claims.
 const (
 	stytchOrganization = "https://stytch.com/organization"

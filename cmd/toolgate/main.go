@@ -80,6 +80,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- st
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	opts := server.Options{Logger: log}
+	var ln net.Listener
 	if *configPath != "" {
 		cfg, err := config.Load(*configPath)
 		if err != nil {
@@ -91,7 +92,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- st
 		if *listen != "" {
 			addr = *listen
 		}
-		if err := devDefault(&opts, addr); err != nil {
+		// Listen first, so that a port chosen by the system (":0") is the
+		// one the development issuer and public URL name.
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return err
+		}
+		defer ln.Close()
+		if err := devDefault(&opts, ln.Addr().String()); err != nil {
 			return err
 		}
 		log.Warn("no --config: development default with a built-in issuer; get a token with `toolgate token`",
@@ -101,9 +109,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- st
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", opts.Config.Listen)
-	if err != nil {
-		return err
+	if ln == nil {
+		if ln, err = net.Listen("tcp", opts.Config.Listen); err != nil {
+			return err
+		}
 	}
 	log.Info("toolgate listening", "address", ln.Addr().String(), "resource", opts.Config.ResourceURL(), "policy_revision", srv.Policy().Revision())
 	if ready != nil {
