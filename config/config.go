@@ -22,16 +22,27 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	Listen          string   `yaml:"listen"`
-	PublicURL       string   `yaml:"public_url"`
-	AllowedOrigins  []string `yaml:"allowed_origins"`
-	ScopesSupported []string `yaml:"scopes_supported"`
-	Issuers         []Issuer `yaml:"issuers"`
-	Policy          Policy   `yaml:"policy"`
-	Metrics         Metrics  `yaml:"metrics"`
-	Anonymous       bool     `yaml:"anonymous"`
-	Tokens          Tokens   `yaml:"tokens"`
-	Limits          Limits   `yaml:"limits"`
+	Listen          string      `yaml:"listen"`
+	PublicURL       string      `yaml:"public_url"`
+	AllowedOrigins  []string    `yaml:"allowed_origins"`
+	ScopesSupported []string    `yaml:"scopes_supported"`
+	Issuers         []Issuer    `yaml:"issuers"`
+	Policy          Policy      `yaml:"policy"`
+	Metrics         Metrics     `yaml:"metrics"`
+	Anonymous       bool        `yaml:"anonymous"`
+	Tokens          Tokens      `yaml:"tokens"`
+	Limits          Limits      `yaml:"limits"`
+	DecisionLog     DecisionLog `yaml:"decision_log"`
+}
+
+// DecisionLog says where and how decisions are logged.
+type DecisionLog struct {
+	// Output is stderr, stdout, or a file path (appended).
+	Output string `yaml:"output"`
+	// Arguments is full (log them), hash (a SHA-256 of them) or none.
+	Arguments string `yaml:"arguments"`
+	// Redact names arguments whose values are replaced by "[redacted]".
+	Redact []string `yaml:"redact"`
 }
 
 // Issuer is one trusted authorization server.
@@ -48,6 +59,9 @@ type Policy struct {
 	// Dir holds *.rego modules and data files; empty means the default policy
 	// compiled into the binary.
 	Dir string `yaml:"dir"`
+	// DryRun evaluates and logs every decision but hides and refuses
+	// nothing: for rolling out a new policy.
+	DryRun bool `yaml:"dry_run"`
 }
 
 // Metrics says where /metrics is served.
@@ -108,7 +122,8 @@ func Default() *Config {
 			JWKSRefreshInterval:    5 * time.Minute,
 			JWKSTimeout:            5 * time.Second,
 		},
-		Limits: Limits{MaxBodyBytes: 1 << 20},
+		Limits:      Limits{MaxBodyBytes: 1 << 20},
+		DecisionLog: DecisionLog{Output: "stderr", Arguments: "full", Redact: []string{}},
 	}
 }
 
@@ -233,6 +248,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxBodyBytes < 1024 || c.Limits.MaxBodyBytes > 64<<20 {
 		bad("limits.max_body_bytes: %d is outside 1024..67108864", c.Limits.MaxBodyBytes)
+	}
+	if !slices.Contains([]string{"full", "hash", "none"}, c.DecisionLog.Arguments) {
+		bad("decision_log.arguments: %q is not one of full, hash, none", c.DecisionLog.Arguments)
+	}
+	if c.DecisionLog.Output == "" {
+		bad("decision_log.output: empty; use stderr, stdout or a file path")
 	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {

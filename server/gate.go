@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
@@ -133,13 +136,79 @@ func (s *Server) gateCall(next http.Handler) http.Handler {
 	})
 }
 
-// decide asks the policy about one call and logs any evaluation error.
+// decide asks the policy about one call, then logs and counts the
+// decision. In dry-run the decision is returned allowed (nothing is hidden
+// or refused) and logged with what would have happened.
 func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args map[string]any) policy.Decision {
+	start := time.Now()
 	d := s.policy.Decide(ctx, p, tool, args)
-	if d.Err != nil {
-		s.log.Error("policy evaluation failed; call denied", "decision_id", d.ID, "tool", tool, "revision", d.Revision, "error", d.Err)
+	eval := time.Since(start)
+	result, code := resultAllow, reasonAllowed
+	switch {
+	case d.Err != nil:
+		result, code = resultError, reasonEvaluationError
+		s.log.Error("policy evaluation failed; call denied", "decision_id", d.ID, "tool", s.metrics.tool(tool), "revision", d.Revision, "error", d.Err)
+	case !d.Visible:
+		result, code = resultDeny, reasonNotVisible
+	case !d.Allowed && len(d.RequiredScopes) > 0:
+		result, code = resultDeny, reasonInsufficientScope
+	case !d.Allowed:
+		result, code = resultDeny, reasonPolicyDenied
 	}
+	logged := d
+	if s.dryRun && result != resultAllow {
+		if result == resultDeny {
+			result = resultDryRunDeny
+		}
+		d.Visible, d.Allowed, d.RequiredScopes, d.Err = true, true, nil, nil
+	}
+	s.metrics.decisions.WithLabelValues(policy.ActionCall, s.metrics.tool(tool), result, code).Inc()
+	s.metrics.evalDuration.WithLabelValues(policy.ActionCall).Observe(eval.Seconds())
+	reason := logged.Reason
+	if result == resultAllow {
+		reason = ""
+	}
+	s.decisions.write(ctx, entry{
+		ID: d.ID, Principal: p, Action: policy.ActionCall, Tool: tool, Arguments: args,
+		Result: result, Reason: reason, RequiredScopes: logged.RequiredScopes,
+		Revision: d.Revision, Eval: eval, Err: logged.Err,
+	})
 	return d
+}
+
+// visibleTools asks the policy which tools p may see, then logs and counts
+// the decision. On an evaluation error nothing is visible (outside dry-run).
+func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]bool {
+	start := time.Now()
+	visible, err := s.policy.Visible(ctx, p)
+	eval := time.Since(start)
+	e := entry{ID: uuid.NewString(), Principal: p, Action: policy.ActionList, Result: resultAllow, Revision: s.policy.Revision(), Eval: eval, Err: err}
+	code := reasonAllowed
+	if err != nil {
+		e.Result, code = resultError, reasonEvaluationError
+		s.log.Error("policy evaluation failed; no tool listed", "decision_id", e.ID, "revision", e.Revision, "error", err)
+	}
+	if s.dryRun {
+		for _, name := range s.catalog {
+			if !visible[name] {
+				e.Hidden = append(e.Hidden, name)
+			}
+		}
+		if len(e.Hidden) > 0 && err == nil {
+			e.Result, code = resultDryRunDeny, reasonNotVisible
+		}
+		visible = set(s.catalog)
+	}
+	e.Visible = []string{}
+	for _, name := range s.catalog {
+		if visible[name] {
+			e.Visible = append(e.Visible, name)
+		}
+	}
+	s.metrics.decisions.WithLabelValues(policy.ActionList, labelAllTools, e.Result, code).Inc()
+	s.metrics.evalDuration.WithLabelValues(policy.ActionList).Observe(eval.Seconds())
+	s.decisions.write(ctx, e)
+	return visible
 }
 
 type decisionKey struct{}
@@ -176,11 +245,7 @@ func (s *Server) filterTools(ctx context.Context, tools []mcp.Tool) []mcp.Tool {
 		}
 		return nil
 	}
-	visible, err := s.policy.Visible(ctx, p)
-	if err != nil {
-		s.log.Error("policy evaluation failed; no tool listed", "revision", s.policy.Revision(), "error", err)
-		return nil
-	}
+	visible := s.visibleTools(ctx, p)
 	out := make([]mcp.Tool, 0, len(visible))
 	for _, t := range tools {
 		if visible[t.Name] {
@@ -199,12 +264,22 @@ func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandl
 		if !ok {
 			return mcp.NewToolResultError("Permission denied: no principal"), nil
 		}
+		tool := s.metrics.tool(req.Params.Name)
 		d := s.decisionFor(ctx, p, req.Params.Name, req.GetArguments())
 		if !d.Allowed {
+			s.metrics.toolCalls.WithLabelValues(tool, "denied").Inc()
 			res := mcp.NewToolResultError("Permission denied: " + d.Reason)
 			res.Meta = mcp.NewMetaFromMap(map[string]any{"decision_id": d.ID})
 			return res, nil
 		}
-		return next(ctx, req)
+		start := time.Now()
+		res, err := next(ctx, req)
+		outcome := "success"
+		if err != nil || res == nil || res.IsError {
+			outcome = "error"
+		}
+		s.metrics.toolCalls.WithLabelValues(tool, outcome).Inc()
+		s.metrics.toolDuration.WithLabelValues(tool).Observe(time.Since(start).Seconds())
+		return res, err
 	}
 }

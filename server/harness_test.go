@@ -32,6 +32,38 @@ type gate struct {
 	PolicyDir string
 	Config    *config.Config
 	srv       *server.Server
+	decisions *logBuffer
+}
+
+// decisionLines returns the decision log lines written so far, decoded.
+func (g *gate) decisionLines() []map[string]any {
+	g.t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(g.decisions.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			g.t.Fatalf("decision log line is not JSON: %q", line)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// scrape returns the /metrics exposition of the gate.
+func (g *gate) scrape(url string) string {
+	g.t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		g.t.Fatalf("GET %s: %d", url, resp.StatusCode)
+	}
+	return readAll(g.t, resp.Body)
 }
 
 type gateOption func(*config.Config, *server.Options)
@@ -90,7 +122,8 @@ func launch(t *testing.T, tenants []*idptest.Tenant, opts ...gateOption) (*gate,
 	for _, tn := range tenants {
 		cfg.Issuers = append(cfg.Issuers, config.Issuer{Name: tn.Provider(), Provider: tn.Provider(), Issuer: tn.Issuer()})
 	}
-	so := server.Options{Config: cfg, Logger: testLogger(t)}
+	decisions := &logBuffer{}
+	so := server.Options{Config: cfg, Logger: testLogger(t), DecisionLog: decisions}
 	for _, o := range opts {
 		o(cfg, &so)
 	}
@@ -118,7 +151,7 @@ func launch(t *testing.T, tenants []*idptest.Tenant, opts ...gateOption) (*gate,
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return &gate{t: t, URL: cfg.PublicURL, PolicyDir: dir, Config: cfg, srv: srv}, stop
+	return &gate{t: t, URL: cfg.PublicURL, PolicyDir: dir, Config: cfg, srv: srv, decisions: decisions}, stop
 }
 
 // slowTool is a tool that signals when it starts and finishes when released.

@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -41,6 +43,9 @@ type Options struct {
 	// Transport fetches JWKS and discovery documents; default: the
 	// standard transport.
 	Transport http.RoundTripper
+	// DecisionLog receives the decision log instead of decision_log.output
+	// (tests).
+	DecisionLog io.Writer
 }
 
 // Server serves toolgate's HTTP surface.
@@ -57,6 +62,10 @@ type Server struct {
 	origins     map[string]bool
 	publicHost  string
 	handler     http.Handler
+	metrics     *metrics
+	decisions   *decisionLog
+	dryRun      bool
+	catalog     []string
 }
 
 // SessionIdleTTL is how long an MCP session may stay idle before it is
@@ -80,10 +89,13 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		cfg:         cfg,
 		log:         o.Logger,
-		sessions:    newSessions(nil),
 		metadataURL: cfg.PublicURL + "/.well-known/oauth-protected-resource/mcp",
 		origins:     map[string]bool{pub.Scheme + "://" + pub.Host: true},
 		publicHost:  pub.Hostname(),
+		dryRun:      cfg.Policy.DryRun,
+	}
+	for _, t := range o.Tools {
+		s.catalog = append(s.catalog, t.Tool.Name)
 	}
 	for _, o := range cfg.AllowedOrigins {
 		s.origins[trimSlash(o)] = true
@@ -94,9 +106,17 @@ func New(o Options) (*Server, error) {
 			issuers = append(issuers, idp.Issuer{Name: is.Name, Provider: is.Provider, Issuer: is.Issuer, Audiences: is.Audience, JWKSURL: is.JWKSURL})
 		}
 	}
-	var as []string
+	var as, names []string
 	for _, is := range issuers {
 		as = append(as, is.Issuer)
+		names = append(names, is.Name)
+	}
+	s.metrics = newMetrics(s.catalog, names)
+	s.sessions = newSessions(func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
+	if o.DecisionLog != nil {
+		s.decisions = newDecisionLog(o.DecisionLog, cfg.DecisionLog, nil, s.metrics.decisionLogFail.Inc)
+	} else if s.decisions, err = openDecisionLog(cfg.DecisionLog, s.metrics.decisionLogFail.Inc); err != nil {
+		return nil, err
 	}
 	s.verifier, err = idp.NewVerifier(issuers, idp.Options{
 		Leeway:             cfg.Tokens.Leeway,
@@ -105,6 +125,8 @@ func New(o Options) (*Server, error) {
 		FetchTimeout:       cfg.Tokens.JWKSTimeout,
 		Transport:          o.Transport,
 		Logger:             o.Logger,
+		OnValidation:       s.metrics.tokenValidated,
+		OnJWKSRefresh:      s.metrics.jwksRefreshed,
 	})
 	if err != nil {
 		return nil, err
@@ -115,10 +137,15 @@ func New(o Options) (*Server, error) {
 	} else if src.Dir == "" {
 		src.FS = rego.FS
 	}
-	s.policy, err = policy.New(src, Catalog(o.Tools), policy.Options{Logger: o.Logger, OnSwap: s.policyChanged})
+	s.policy, err = policy.New(src, Catalog(o.Tools), policy.Options{
+		Logger:   o.Logger,
+		OnSwap:   s.policyChanged,
+		OnReload: s.metrics.policyReloaded,
+	})
 	if err != nil {
 		return nil, err
 	}
+	s.metrics.policyInForce(s.policy.Revision(), s.policy.LoadedAt())
 	// RFC 9728 §2 and §3.2.
 	s.metadata, err = json.Marshal(map[string]any{
 		"resource":                 cfg.ResourceURL(),
@@ -149,6 +176,14 @@ func New(o Options) (*Server, error) {
 	)
 
 	r := mux.NewRouter()
+	r.Use(s.metrics.instrument)
+	r.NotFoundHandler = s.metrics.instrument(http.NotFoundHandler())
+	r.MethodNotAllowedHandler = s.metrics.instrument(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusMethodNotAllowed)
+	}))
+	if cfg.Metrics.Listen == "" {
+		r.Handle("/metrics", s.metrics.handler()).Methods(http.MethodGet)
+	}
 	r.Handle("/mcp", s.checkOrigin(s.authenticate(s.bindSession(s.gateCall(s.streamable)))))
 	r.HandleFunc("/.well-known/oauth-protected-resource", s.serveMetadata).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
 	r.HandleFunc("/.well-known/oauth-protected-resource/mcp", s.serveMetadata).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
@@ -176,7 +211,8 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // policyChanged tells connected sessions that their tool list may have
 // changed (MCP server/tools, "List Changed Notification").
-func (s *Server) policyChanged(string) {
+func (s *Server) policyChanged(revision string) {
+	s.metrics.policyInForce(revision, time.Now())
 	if s.mcp != nil {
 		s.mcp.SendNotificationToAllClients(mcp.MethodNotificationToolsListChanged, nil)
 	}
@@ -191,8 +227,16 @@ func (s *Server) Policy() *policy.Engine { return s.policy }
 func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	s.verifier.Start(ctx)
 	defer s.verifier.Close()
+	defer s.decisions.Close()
 	if err := s.policy.Watch(ctx); err != nil {
 		return err
+	}
+	if s.cfg.Metrics.Listen != "" {
+		stop, err := s.serveMetrics(s.cfg.Metrics.Listen)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	hs := &http.Server{
 		Handler:           s.handler,
@@ -218,6 +262,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	}
 	<-errc
 	return err
+}
+
+// serveMetrics puts /metrics on its own address, to keep it private.
+func (s *Server) serveMetrics(addr string) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics.listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", s.metrics.handler())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	s.log.Info("metrics listening", "address", ln.Addr().String())
+	return func() { _ = hs.Close() }, nil
 }
 
 func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
@@ -247,6 +305,12 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	}
 	if err := s.policy.LastError(); err != nil {
 		body["policy_reload_error"] = err.Error()
+	}
+	if err := s.decisions.Err(); err != nil {
+		body["decision_log_error"] = err.Error()
+	}
+	if s.dryRun {
+		body["policy_dry_run"] = true
 	}
 	status := http.StatusOK
 	if pending := s.verifier.Pending(); len(pending) > 0 {

@@ -1,0 +1,767 @@
+package idp
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/toolgate/toolgate/idp/idptest"
+)
+
+// unknownKIDToken is a token of tn under a random kid that no JWKS holds.
+func unknownKIDToken(tn *idptest.Tenant, i int) string {
+	return tn.Sign(map[string]any{"kid": fmt.Sprintf("flood-%d-%d", i, time.Now().UnixNano())}, tn.Layout(idptest.Claims{Audience: []string{testAud}}))
+}
+
+// TestRotatedKeyIsAcceptedAfterOneRefresh: a token under a kid that appeared
+// in the JWKS after the keys were loaded triggers one refresh and passes.
+func TestRotatedKeyIsAcceptedAfterOneRefresh(t *testing.T) {
+	t.Parallel()
+	tn := idptest.NewTenant(t, idptest.ProviderWorkOS)
+	rec := &recorder{}
+	v := startVerifier(t, []Issuer{tenantIssuer("workos", tn)}, Options{OnJWKSRefresh: rec.onRefresh})
+	waitReady(t, v, 5*time.Second)
+	aud := []string{testAud}
+	oldKID := tn.CurrentKID()
+	oldTok := tn.Token(idptest.Claims{Audience: aud})
+	mustVerify(t, v, oldTok)
+	loads := tn.JWKSRequests()
+	if loads != 1 {
+		t.Errorf("initial load made %d JWKS requests, want 1", loads)
+	}
+
+	tn.Rotate()
+	newTok := tn.Token(idptest.Claims{Audience: aud})
+	if h, _ := segments(t, newTok); h["kid"] == oldKID || h["kid"] != tn.CurrentKID() {
+		t.Fatalf("rotated token kid %v (old %s)", h["kid"], oldKID)
+	}
+	mustVerify(t, v, newTok)
+	if got := tn.JWKSRequests(); got != loads+1 {
+		t.Errorf("JWKS requests after the new kid = %d, want %d (one refresh)", got, loads+1)
+	}
+	mustVerify(t, v, newTok)
+	mustVerify(t, v, oldTok) // the old key is still published
+	if got := tn.JWKSRequests(); got != loads+1 {
+		t.Errorf("JWKS requests after verifying cached kids = %d, want %d", got, loads+1)
+	}
+	ev := rec.refreshesSince(0)
+	if len(ev) != 2 || ev[0].err != nil || ev[0].keys != 1 || ev[1].err != nil || ev[1].keys != 2 || ev[1].issuer != "workos" {
+		t.Errorf("OnJWKSRefresh calls = %+v, want a load of 1 key then a refresh of 2", ev)
+	}
+}
+
+// TestUnknownKIDFloodIsRateLimited: 50 tokens under random unknown kids cost
+// at most one refresh per interval; after the interval a rotated key is
+// picked up.
+func TestUnknownKIDFloodIsRateLimited(t *testing.T) {
+	t.Parallel()
+	const interval = 2 * time.Second
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	v := startVerifier(t, []Issuer{tenantIssuer("auth0", tn)}, Options{
+		UnknownKIDInterval: interval,
+		// Shorter than the interval: a request never queues behind the
+		// limiter for a whole interval.
+		FetchTimeout: 500 * time.Millisecond,
+	})
+	waitReady(t, v, 5*time.Second)
+	loads := tn.JWKSRequests()
+
+	floods := make([]string, 50)
+	for i := range floods {
+		floods[i] = unknownKIDToken(tn, i)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	var wrong atomic.Int64
+	for _, tok := range floods {
+		wg.Go(func() {
+			if _, err := verify(v, tok); ReasonOf(err) != ReasonKeyUnknown {
+				wrong.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	floodTime := time.Since(start)
+	if n := wrong.Load(); n != 0 {
+		t.Errorf("%d flood tokens were not refused as key_unknown", n)
+	}
+	afterFlood := tn.JWKSRequests()
+	if floodTime < interval {
+		if afterFlood > 2 || afterFlood-loads > 1 {
+			t.Errorf("flood of 50 unknown kids within %s: %d JWKS requests in all (%d for the flood), want at most 2 (1)", floodTime, afterFlood, afterFlood-loads)
+		}
+	} else {
+		t.Logf("flood took %s, longer than the interval; request count not checked", floodTime)
+	}
+
+	// A genuinely rotated key within the interval is still rate limited...
+	tn.Rotate()
+	rotated := tn.Token(idptest.Claims{Audience: []string{testAud}})
+	if time.Since(start) < interval-600*time.Millisecond {
+		_, err := verify(v, rotated)
+		refusal(t, err, ReasonKeyUnknown)
+		if got := tn.JWKSRequests(); got != afterFlood {
+			t.Errorf("JWKS requests = %d inside the interval, want %d", got, afterFlood)
+		}
+	}
+	// ...and picked up once the interval has passed.
+	deadline := time.Now().Add(interval + 3*time.Second)
+	for {
+		_, err := verify(v, rotated)
+		if err == nil {
+			break
+		}
+		if ReasonOf(err) != ReasonKeyUnknown {
+			t.Fatalf("rotated token: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rotated key not accepted %s after the flood", time.Since(start))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if took := time.Since(start); took < interval-100*time.Millisecond {
+		t.Errorf("rotated key accepted %s after the flood's refresh, before the %s interval", took, interval)
+	}
+	if got := tn.JWKSRequests(); got != afterFlood+1 {
+		t.Errorf("JWKS requests = %d after the rotated key was accepted, want %d", got, afterFlood+1)
+	}
+}
+
+// TestRetiredKeyIsRefusedAfterRefresh: once the JWKS no longer has a key and
+// the cache was refreshed, that key's tokens are refused as key_unknown.
+func TestRetiredKeyIsRefusedAfterRefresh(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		opts Options
+		// poke makes a refresh happen (or lets one happen) before the old
+		// token is tried again.
+		poke func(v *Verifier, tn *idptest.Tenant, i int)
+	}{
+		{
+			name: "refresh triggered by an unknown kid after the interval",
+			opts: Options{UnknownKIDInterval: 300 * time.Millisecond, FetchTimeout: time.Second},
+			poke: func(v *Verifier, tn *idptest.Tenant, i int) { _, _ = verify(v, unknownKIDToken(tn, i)) },
+		},
+		{
+			name: "background refresh every RefreshInterval",
+			opts: Options{RefreshInterval: 200 * time.Millisecond, UnknownKIDInterval: time.Minute},
+			poke: func(*Verifier, *idptest.Tenant, int) { time.Sleep(50 * time.Millisecond) },
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tn := idptest.NewTenant(t, idptest.ProviderStytch)
+			v := startVerifier(t, []Issuer{tenantIssuer("stytch", tn)}, tc.opts)
+			waitReady(t, v, 5*time.Second)
+			aud := []string{testAud}
+			oldTok := tn.Token(idptest.Claims{Audience: aud})
+			mustVerify(t, v, oldTok)
+			tn.Rotate()
+			newTok := tn.Token(idptest.Claims{Audience: aud})
+			mustVerify(t, v, newTok)
+
+			tn.RetireOldKeys()
+			if kids := tn.PublishedKIDs(); len(kids) != 1 {
+				t.Fatalf("published kids after retiring: %q", kids)
+			}
+			deadline := time.Now().Add(4 * time.Second)
+			for i := 0; ; i++ {
+				tc.poke(v, tn, i)
+				_, err := verify(v, oldTok)
+				if err != nil {
+					refusal(t, err, ReasonKeyUnknown)
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the retired key's token is still accepted")
+				}
+			}
+			mustVerify(t, v, newTok)
+		})
+	}
+}
+
+// TestCachedKeysSurviveJWKSOutages: after the keys were loaded, refreshes
+// that meet a down, garbage, empty, oversized or hanging JWKS endpoint fail,
+// are reported, and leave the cached keys verifying.
+func TestCachedKeysSurviveJWKSOutages(t *testing.T) {
+	t.Parallel()
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	rec := &recorder{}
+	v := startVerifier(t, []Issuer{tenantIssuer("auth0", tn)}, Options{
+		UnknownKIDInterval: 100 * time.Millisecond,
+		FetchTimeout:       300 * time.Millisecond,
+		OnJWKSRefresh:      rec.onRefresh,
+	})
+	waitReady(t, v, 5*time.Second)
+	aud := []string{testAud}
+	early := tn.Token(idptest.Claims{Audience: aud})
+	mustVerify(t, v, early)
+
+	// forceRefresh presents unknown kids until one refresh was reported and
+	// returns what was reported.
+	forceRefresh := func(t *testing.T) []refreshEvent {
+		t.Helper()
+		from := rec.refreshCount()
+		deadline := time.Now().Add(3 * time.Second)
+		for i := 0; ; i++ {
+			_, err := verify(v, unknownKIDToken(tn, i))
+			refusal(t, err, ReasonKeyUnknown)
+			if ev := rec.refreshesSince(from); len(ev) > 0 {
+				return ev
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no JWKS refresh was reported")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	for _, o := range []idptest.Outage{idptest.OutageDown, idptest.OutageGarbage, idptest.OutageEmpty, idptest.OutageOversized, idptest.OutageHang} {
+		t.Run(o.String()+" endpoint keeps the cached keys", func(t *testing.T) {
+			requests := tn.JWKSRequests()
+			tn.SetOutage(o)
+			for _, ev := range forceRefresh(t) {
+				if ev.err == nil || ev.keys != 0 || ev.issuer != "auth0" {
+					t.Errorf("OnJWKSRefresh(%q, %v, %d) during outage %s, want an error and 0 keys", ev.issuer, ev.err, ev.keys, o)
+				}
+			}
+			if tn.JWKSRequests() == requests {
+				t.Error("the forced refresh never reached the JWKS endpoint")
+			}
+			start := time.Now()
+			mustVerify(t, v, early)
+			mustVerify(t, v, tn.Token(idptest.Claims{Audience: aud}))
+			if took := time.Since(start); took > 200*time.Millisecond {
+				t.Errorf("verifying cached kids took %s during the outage", took)
+			}
+			tn.SetOutage(idptest.OutageNone)
+			ev := forceRefresh(t)
+			if last := ev[len(ev)-1]; last.err != nil || last.keys != 1 {
+				t.Errorf("OnJWKSRefresh(%v, %d) after the outage, want no error and 1 key", last.err, last.keys)
+			}
+			mustVerify(t, v, early)
+		})
+	}
+}
+
+// TestBackgroundRefreshOutageKeepsKeys: the periodic refresh meeting an
+// empty JWKS never empties the cache either.
+func TestBackgroundRefreshOutageKeepsKeys(t *testing.T) {
+	t.Parallel()
+	tn := idptest.NewTenant(t, idptest.ProviderWorkOS)
+	rec := &recorder{}
+	v := startVerifier(t, []Issuer{tenantIssuer("workos", tn)}, Options{RefreshInterval: 100 * time.Millisecond, OnJWKSRefresh: rec.onRefresh})
+	waitReady(t, v, 5*time.Second)
+	tok := tn.Token(idptest.Claims{Audience: []string{testAud}})
+	for _, o := range []idptest.Outage{idptest.OutageEmpty, idptest.OutageOversized} {
+		from := rec.refreshCount()
+		tn.SetOutage(o)
+		waitFor(t, 3*time.Second, "two failed background refreshes", func() bool {
+			n := 0
+			for _, ev := range rec.refreshesSince(from) {
+				if ev.err != nil {
+					n++
+				}
+			}
+			return n >= 2
+		})
+		mustVerify(t, v, tok)
+	}
+	from := rec.refreshCount()
+	tn.SetOutage(idptest.OutageNone)
+	waitFor(t, 3*time.Second, "a good background refresh", func() bool {
+		return slices.ContainsFunc(rec.refreshesSince(from), func(ev refreshEvent) bool { return ev.err == nil && ev.keys == 1 })
+	})
+	mustVerify(t, v, tok)
+}
+
+// TestKeysLoadOnceTheFirstOutageEnds: with the tenant misbehaving from the
+// start, the issuer stays pending and tokens get jwks_unavailable; the
+// background retry loads the keys within seconds of the outage ending.
+func TestKeysLoadOnceTheFirstOutageEnds(t *testing.T) {
+	t.Parallel()
+	for _, o := range []idptest.Outage{idptest.OutageDown, idptest.OutageGarbage, idptest.OutageEmpty, idptest.OutageOversized, idptest.OutageHang} {
+		t.Run(o.String(), func(t *testing.T) {
+			t.Parallel()
+			tn := idptest.NewTenant(t, idptest.ProviderStytch)
+			tn.SetOutage(o)
+			rec := &recorder{}
+			v := startVerifier(t, []Issuer{tenantIssuer("stytch-live", tn)}, Options{
+				FetchTimeout:  300 * time.Millisecond,
+				OnJWKSRefresh: rec.onRefresh,
+				OnValidation:  rec.onValidation,
+			})
+			waitFor(t, 3*time.Second, "a failed first fetch", func() bool { return rec.refreshCount() > 0 })
+			if got := v.Pending(); !slices.Equal(got, []string{"stytch-live"}) {
+				t.Errorf("Pending = %q, want [stytch-live]", got)
+			}
+			tok := tn.Token(idptest.Claims{Audience: []string{testAud}})
+			_, err := verify(v, tok)
+			if e := refusal(t, err, ReasonKeysUnavailable); e.Issuer != "stytch-live" {
+				t.Errorf("Error.Issuer = %q", e.Issuer)
+			}
+			if got := rec.validationsSince(0); len(got) != 1 || got[0] != (validation{"stytch-live", ReasonKeysUnavailable}) {
+				t.Errorf("OnValidation calls = %v", got)
+			}
+			for _, ev := range rec.refreshesSince(0) {
+				if ev.err == nil || ev.keys != 0 {
+					t.Errorf("OnJWKSRefresh(%v, %d) during the outage", ev.err, ev.keys)
+				}
+			}
+
+			tn.SetOutage(idptest.OutageNone)
+			ended := time.Now()
+			waitReady(t, v, 5*time.Second)
+			t.Logf("keys loaded %s after the outage ended", time.Since(ended))
+			mustVerify(t, v, tok)
+			ev := rec.refreshesSince(0)
+			if last := ev[len(ev)-1]; last.err != nil || last.keys != 1 {
+				t.Errorf("last OnJWKSRefresh(%v, %d), want no error and 1 key", last.err, last.keys)
+			}
+		})
+	}
+}
+
+// TestJWKSGuardRefusesKeySetsWithoutVerificationKeys: a JWKS whose keys can
+// never verify an accepted token must not replace the cached keys either.
+func TestJWKSGuardRefusesKeySetsWithoutVerificationKeys(t *testing.T) {
+	t.Parallel()
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	var body atomic.Pointer[string]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if b := body.Load(); b != nil {
+			_, _ = io.WriteString(w, *b)
+			return
+		}
+		resp, err := http.Get(tn.JWKSURL())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(srv.Close)
+	is := tenantIssuer("auth0", tn)
+	is.JWKSURL = srv.URL + "/jwks"
+	rec := &recorder{}
+	v := startVerifier(t, []Issuer{is}, Options{UnknownKIDInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh})
+	waitReady(t, v, 5*time.Second)
+	tok := tn.Token(idptest.Claims{Audience: []string{testAud}})
+	mustVerify(t, v, tok)
+
+	bodies := []struct{ name, body string }{
+		{"only unsupported keys", `{"keys":[{"kty":"OKP","crv":"X448","kid":"k2","x":"AAAA"}]}`},
+		{"keys not an array", `{"keys":{}}`},
+		{"null", `null`},
+		{"only a symmetric (oct) key", `{"keys":[{"kty":"oct","kid":"k1","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}]}`},
+	}
+	for _, b := range bodies {
+		t.Run(b.name, func(t *testing.T) {
+			body.Store(&b.body)
+			from := rec.refreshCount()
+			waitFor(t, 3*time.Second, "a refresh", func() bool {
+				_, _ = verify(v, unknownKIDToken(tn, 0))
+				return rec.refreshCount() > from
+			})
+			for _, ev := range rec.refreshesSince(from) {
+				if ev.err == nil {
+					t.Errorf("a JWKS of %s was reported as a good fetch of %d keys", b.name, ev.keys)
+				}
+			}
+			if _, err := verify(v, tok); err != nil {
+				t.Fatalf("cached key lost after a JWKS of %s: %v", b.name, err)
+			}
+		})
+	}
+}
+
+// TestJWKSResponseIsNotFollowedThroughRedirects: a redirect is a failed
+// fetch, not a key set from wherever it points.
+func TestJWKSResponseIsNotFollowedThroughRedirects(t *testing.T) {
+	t.Parallel()
+	tn := idptest.NewTenant(t, idptest.ProviderWorkOS)
+	srv := httptest.NewServer(http.RedirectHandler(tn.JWKSURL(), http.StatusFound))
+	t.Cleanup(srv.Close)
+	is := tenantIssuer("workos", tn)
+	is.JWKSURL = srv.URL + "/jwks"
+	rec := &recorder{}
+	v := startVerifier(t, []Issuer{is}, Options{OnJWKSRefresh: rec.onRefresh})
+	waitFor(t, 3*time.Second, "a failed fetch", func() bool { return rec.refreshCount() > 0 })
+	if ev := rec.refreshesSince(0)[0]; ev.err == nil {
+		t.Errorf("a 302 was reported as a good fetch of %d keys", ev.keys)
+	}
+	if p := v.Pending(); len(p) != 1 {
+		t.Errorf("Pending = %q, want the issuer", p)
+	}
+	if n := tn.JWKSRequests(); n != 0 {
+		t.Errorf("the redirect target was fetched %d times", n)
+	}
+}
+
+// TestOIDCDiscovery: provider oidc without jwks_url finds the JWKS through
+// the issuer's /.well-known/openid-configuration.
+func TestOIDCDiscovery(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{idptest.ProviderAuth0, idptest.ProviderStytch, idptest.ProviderWorkOS} {
+		t.Run(provider+" tenant as a generic oidc issuer", func(t *testing.T) {
+			t.Parallel()
+			tn := idptest.NewTenant(t, provider)
+			rt := &recordingTransport{}
+			is := Issuer{Name: "generic", Provider: "oidc", Issuer: tn.Issuer(), Audiences: []string{testAud}}
+			v := startVerifier(t, []Issuer{is}, Options{Transport: rt})
+			waitReady(t, v, 5*time.Second)
+			p := mustVerify(t, v, tn.Token(idptest.Claims{Audience: []string{testAud}}))
+			if p.Provider != "oidc" {
+				t.Errorf("Provider = %q, want oidc", p.Provider)
+			}
+			got := rt.fetched()
+			want := []string{tn.URL() + "/.well-known/openid-configuration", tn.JWKSURL()}
+			if !slices.Equal(got, want) {
+				t.Errorf("fetched %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestRFC8414DiscoveryFallback: when the OIDC document is missing, the RFC
+// 8414 document (well-known suffix inserted before the issuer's path) is used.
+func TestRFC8414DiscoveryFallback(t *testing.T) {
+	t.Parallel()
+	tn := idptest.NewTenant(t, idptest.ProviderWorkOS)
+	var issuer string
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server/tenant-a", func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": issuer, "jwks_uri": tn.JWKSURL()})
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	issuer = srv.URL + "/tenant-a"
+
+	rt := &recordingTransport{}
+	v := startVerifier(t, []Issuer{{Name: "as", Provider: "oidc", Issuer: issuer, Audiences: []string{testAud}}}, Options{Transport: rt})
+	waitReady(t, v, 5*time.Second)
+	tok := tn.Sign(nil, withClaims(tn.Layout(idptest.Claims{Audience: []string{testAud}}), map[string]any{"iss": issuer}))
+	if p := mustVerify(t, v, tok); p.Iss != issuer {
+		t.Errorf("Iss = %q", p.Iss)
+	}
+	want := []string{issuer + "/.well-known/openid-configuration", srv.URL + "/.well-known/oauth-authorization-server/tenant-a", tn.JWKSURL()}
+	if got := rt.fetched(); !slices.Equal(got, want) {
+		t.Errorf("fetched %q, want %q", got, want)
+	}
+}
+
+// TestDiscoveryRefusals: a discovery document naming another issuer, or a
+// jwks_uri over http:// on a non-loopback host, never loads keys.
+func TestDiscoveryRefusals(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		doc     func(self string, tn *idptest.Tenant) map[string]string
+		wantLog string
+	}{
+		{
+			name: "document naming a different issuer is refused",
+			doc: func(_ string, tn *idptest.Tenant) map[string]string {
+				return map[string]string{"issuer": "https://impostor.example", "jwks_uri": tn.JWKSURL()}
+			},
+			wantLog: "names issuer",
+		},
+		{
+			name: "document naming the issuer with another trailing slash is refused",
+			doc: func(self string, tn *idptest.Tenant) map[string]string {
+				return map[string]string{"issuer": self + "/", "jwks_uri": tn.JWKSURL()}
+			},
+			wantLog: "names issuer",
+		},
+		{
+			name: "http jwks_uri on a non-loopback host is refused",
+			doc: func(self string, _ *idptest.Tenant) map[string]string {
+				return map[string]string{"issuer": self, "jwks_uri": "http://jwks.example.com/keys"}
+			},
+			wantLog: "not loopback",
+		},
+		{
+			name: "relative jwks_uri is refused",
+			doc: func(self string, _ *idptest.Tenant) map[string]string {
+				return map[string]string{"issuer": self, "jwks_uri": "/keys"}
+			},
+			wantLog: "not an absolute URL",
+		},
+		{
+			name:    "document without jwks_uri is refused",
+			doc:     func(self string, _ *idptest.Tenant) map[string]string { return map[string]string{"issuer": self} },
+			wantLog: "jwks_uri",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tn := idptest.NewTenant(t, idptest.ProviderStytch)
+			var self string
+			var docRequests atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/.well-known/openid-configuration" {
+					http.NotFound(w, r)
+					return
+				}
+				docRequests.Add(1)
+				_ = json.NewEncoder(w).Encode(tc.doc(self, tn))
+			}))
+			t.Cleanup(srv.Close)
+			self = srv.URL
+
+			logs := &logBuffer{}
+			rt := &recordingTransport{}
+			v := startVerifier(t, []Issuer{{Name: "suspect", Provider: "oidc", Issuer: self, Audiences: []string{testAud}}}, Options{Transport: rt, Logger: logs.logger()})
+			waitFor(t, 3*time.Second, "a retried discovery", func() bool { return docRequests.Load() >= 2 })
+			if got := v.Pending(); !slices.Equal(got, []string{"suspect"}) {
+				t.Errorf("Pending = %q", got)
+			}
+			tok := tn.Sign(nil, withClaims(tn.Layout(idptest.Claims{Audience: []string{testAud}}), map[string]any{"iss": self}))
+			_, err := verify(v, tok)
+			refusal(t, err, ReasonKeysUnavailable)
+			if n := tn.JWKSRequests(); n != 0 {
+				t.Errorf("the JWKS named by the refused document was fetched %d times", n)
+			}
+			for _, u := range rt.fetched() {
+				if !strings.HasPrefix(u, self+"/") {
+					t.Errorf("fetched %s", u)
+				}
+			}
+			if !strings.Contains(logs.String(), tc.wantLog) {
+				t.Errorf("log does not say %q:\n%s", tc.wantLog, logs)
+			}
+		})
+	}
+}
+
+// TestPresetJWKSPaths: with no jwks_url, auth0/workos/stytch fetch their
+// preset path at the issuer's origin, without discovery.
+func TestPresetJWKSPaths(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{idptest.ProviderAuth0, idptest.ProviderWorkOS, idptest.ProviderStytch} {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			tn := idptest.NewTenant(t, provider)
+			rt := &recordingTransport{}
+			is := tenantIssuer(provider, tn)
+			is.JWKSURL = ""
+			v := startVerifier(t, []Issuer{is}, Options{Transport: rt})
+			waitReady(t, v, 5*time.Second)
+			mustVerify(t, v, tn.Token(idptest.Claims{Audience: []string{testAud}}))
+			if got, want := rt.fetched(), []string{tn.JWKSURL()}; !slices.Equal(got, want) {
+				t.Errorf("fetched %q, want only %q", got, want)
+			}
+		})
+	}
+}
+
+// TestJWKSURLResolution: explicit URL, presets and their errors, without
+// fetching anything.
+func TestJWKSURLResolution(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		is      Issuer
+		want    string
+		wantErr string
+	}{
+		{"explicit jwks_url wins over the preset", Issuer{Provider: "auth0", Issuer: "https://t.auth0.com/", JWKSURL: "https://keys.example/jwks"}, "https://keys.example/jwks", ""},
+		{"auth0 preset", Issuer{Provider: "auth0", Issuer: "https://t.us.auth0.com/"}, "https://t.us.auth0.com/.well-known/jwks.json", ""},
+		{"workos preset", Issuer{Provider: "workos", Issuer: "https://x.authkit.app"}, "https://x.authkit.app/oauth2/jwks", ""},
+		{"stytch preset", Issuer{Provider: "stytch", Issuer: "https://x.customers.stytch.dev"}, "https://x.customers.stytch.dev/.well-known/jwks.json", ""},
+		{"preset is at the issuer's origin, not under its path", Issuer{Provider: "auth0", Issuer: "https://login.example.com/tenant/"}, "https://login.example.com/.well-known/jwks.json", ""},
+		{"stytch issuer without a scheme needs jwks_url", Issuer{Provider: "stytch", Issuer: "stytch.com/project-test-123"}, "", "set jwks_url"},
+		{"stytch issuer without a scheme with jwks_url", Issuer{Provider: "stytch", Issuer: "stytch.com/project-test-123", JWKSURL: "https://api.stytch.com/v1/sessions/jwks/project-test-123"}, "https://api.stytch.com/v1/sessions/jwks/project-test-123", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				t.Errorf("unexpected fetch of %s", r.URL)
+				return nil, fmt.Errorf("no fetching here")
+			})}
+			got, err := jwksURL(context.Background(), client, tc.is)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("jwksURL = %q, %v; want an error saying %q", got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("jwksURL = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestDiscoveryURLs: the OIDC form appends the suffix, the RFC 8414 form
+// inserts it before the path.
+func TestDiscoveryURLs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		issuer string
+		want   []string
+	}{
+		{"https://t.auth0.com/", []string{"https://t.auth0.com/.well-known/openid-configuration", "https://t.auth0.com/.well-known/oauth-authorization-server"}},
+		{"https://x.authkit.app", []string{"https://x.authkit.app/.well-known/openid-configuration", "https://x.authkit.app/.well-known/oauth-authorization-server"}},
+		{"https://as.example/realms/a/", []string{"https://as.example/realms/a/.well-known/openid-configuration", "https://as.example/.well-known/oauth-authorization-server/realms/a"}},
+		{"stytch.com/project-1", []string{"stytch.com/project-1/.well-known/openid-configuration"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.issuer, func(t *testing.T) {
+			if got := discoveryURLs(tc.issuer); !slices.Equal(got, tc.want) {
+				t.Errorf("discoveryURLs = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestCheckFetchURL: https anywhere, http only on loopback, nothing else.
+func TestCheckFetchURL(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		url string
+		ok  bool
+	}{
+		{"https://t.auth0.com/.well-known/jwks.json", true},
+		{"https://10.0.0.1/jwks", true},
+		{"http://127.0.0.1:8080/jwks", true},
+		{"http://127.8.9.10/jwks", true},
+		{"http://localhost:4444/.well-known/jwks.json", true},
+		{"http://[::1]:4444/jwks", true},
+		{"http://jwks.example.com/keys", false},
+		{"http://10.0.0.1/jwks", false},
+		{"http://0.0.0.0/jwks", false},
+		{"http://[::ffff:10.0.0.1]/jwks", false},
+		{"http://localhost.evil.example/jwks", false},
+		{"http://127.0.0.1.nip.io/jwks", false},
+		{"http://evil.example/?host=127.0.0.1", false},
+		{"http://127.0.0.1@evil.example/jwks", false},
+		{"ftp://127.0.0.1/jwks", false},
+		{"file:///etc/passwd", false},
+		{"//t.auth0.com/jwks", false},
+		{"/.well-known/jwks.json", false},
+		{"t.auth0.com/jwks", false},
+		{"", false},
+		{"https://", false},
+		{"http://[::1", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.url, func(t *testing.T) {
+			err := CheckFetchURL(tc.url)
+			if (err == nil) != tc.ok {
+				t.Errorf("CheckFetchURL(%q) = %v, want ok=%v", tc.url, err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestIsLoopbackHost(t *testing.T) {
+	t.Parallel()
+	for h, want := range map[string]bool{
+		"localhost": true, "127.0.0.1": true, "127.255.255.254": true, "::1": true,
+		"": false, "0.0.0.0": false, "::": false, "10.0.0.1": false, "example.com": false,
+		"localhost.": false, "127.0.0.1.example.com": false, "[::1]": false,
+	} {
+		if got := IsLoopbackHost(h); got != want {
+			t.Errorf("IsLoopbackHost(%q) = %v, want %v", h, got, want)
+		}
+	}
+}
+
+// TestUsableKeys counts the keys a JWKS body holds and refuses one with none.
+func TestUsableKeys(t *testing.T) {
+	t.Parallel()
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	tn.AddKey("ES256")
+	resp, err := http.Get(tn.JWKSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	real, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set struct{ Keys []json.RawMessage }
+	if err := json.Unmarshal(real, &set); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		body  string
+		want  int
+		isErr bool
+	}{
+		{"real RSA and EC keys", string(real), 2, false},
+		{"one good key among junk", `{"keys":[` + string(set.Keys[0]) + `,{"kty":"RSA","kid":"bad"},{"kty":"OKP","crv":"X448","x":"AA"}]}`, 1, false},
+		{"empty key set", `{"keys":[]}`, 0, true},
+		{"no keys member", `{}`, 0, true},
+		{"HTML", `<html>maintenance</html>`, 0, true},
+		{"JSON array", `[]`, 0, true},
+		{"only broken keys", `{"keys":[{"kty":"RSA","kid":"bad"}]}`, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := usableKeys([]byte(tc.body))
+			if (err != nil) != tc.isErr || n != tc.want {
+				t.Errorf("usableKeys = %d, %v; want %d, error %v", n, err, tc.want, tc.isErr)
+			}
+		})
+	}
+}
+
+// TestReadBounded: bodies up to MaxJWKSBytes are read, one byte more is not.
+func TestReadBounded(t *testing.T) {
+	t.Parallel()
+	b, err := readBounded(strings.NewReader(strings.Repeat("a", MaxJWKSBytes)))
+	if err != nil || len(b) != MaxJWKSBytes {
+		t.Errorf("at the limit: %d bytes, %v", len(b), err)
+	}
+	if _, err := readBounded(strings.NewReader(strings.Repeat("a", MaxJWKSBytes+1))); err == nil {
+		t.Error("one byte over the limit was read")
+	}
+}
+
+// TestDiscoveryNeverFetchesPlainHTTPThroughRedirects: a discovery document
+// that redirects to http:// on a non-loopback host must not be fetched
+// (CONTRACT.md: http:// URLs that toolgate fetches, discovery included, are
+// refused unless their host is loopback).
+func TestDiscoveryNeverFetchesPlainHTTPThroughRedirects(t *testing.T) {
+	t.Parallel()
+	const target = "http://discovery.example.com/.well-known/openid-configuration"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.well-known/openid-configuration" {
+			http.Redirect(w, r, target, http.StatusFound)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	rt := &recordingTransport{}
+	v := startVerifier(t, []Issuer{{Name: "redirecting", Provider: "oidc", Issuer: srv.URL, Audiences: []string{testAud}}}, Options{Transport: rt})
+	waitFor(t, 3*time.Second, "a discovery attempt", func() bool { return len(rt.fetched()) >= 2 })
+	if p := v.Pending(); len(p) != 1 {
+		t.Errorf("Pending = %q, want the issuer", p)
+	}
+	if slices.Contains(rt.fetched(), target) {
+		t.Skip("BUG: jwks.go connect/discover: the discovery client (plain, verifier.go:323) follows redirects without CheckFetchURL, so a discovery document redirecting to http:// on a non-loopback host is fetched in clear text; fetched " + strings.Join(rt.fetched(), ", "))
+	}
+}

@@ -1,0 +1,252 @@
+package server
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/felixge/httpsnoop"
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/toolgate/toolgate/idp"
+)
+
+// Label values outside the bounded sets.
+const (
+	labelUnknown   = "unknown"   // a tool or issuer name not in the configuration
+	labelAllTools  = "*"         // the tool label of a tools/list decision
+	labelUnmatched = "unmatched" // the route label of a request no route matched
+)
+
+// Results of a policy decision (CONTRACT.md, "Metrics").
+const (
+	resultAllow      = "allow"
+	resultDeny       = "deny"
+	resultError      = "error"
+	resultDryRunDeny = "dry_run_deny"
+)
+
+// Decision reason codes: the bounded label behind a policy's free-form
+// reason text, which goes to the decision log only.
+const (
+	reasonAllowed           = "allowed"
+	reasonNotVisible        = "not_visible"
+	reasonInsufficientScope = "insufficient_scope"
+	reasonPolicyDenied      = "policy_denied"
+	reasonEvaluationError   = "evaluation_error"
+)
+
+// metrics are toolgate's Prometheus families, on a registry of their own.
+// No label ever holds a subject, a token or a free-form string: tools come
+// from the catalog, issuers from the configuration, reasons from fixed codes.
+type metrics struct {
+	registry *prometheus.Registry
+	tools    map[string]bool
+	issuers  map[string]bool
+
+	decisions       *prometheus.CounterVec
+	evalDuration    *prometheus.HistogramVec
+	validations     *prometheus.CounterVec
+	jwksRefreshes   *prometheus.CounterVec
+	jwksKeys        *prometheus.GaugeVec
+	reloads         *prometheus.CounterVec
+	revision        *prometheus.GaugeVec
+	loadedAt        prometheus.Gauge
+	httpRequests    *prometheus.CounterVec
+	httpDuration    *prometheus.HistogramVec
+	toolCalls       *prometheus.CounterVec
+	toolDuration    *prometheus.HistogramVec
+	sessionsActive  prometheus.Gauge
+	decisionLogFail prometheus.Counter
+
+	mu          sync.Mutex
+	lastRefresh map[string]time.Time // issuer -> last good JWKS fetch
+}
+
+func newMetrics(tools, issuers []string) *metrics {
+	m := &metrics{
+		registry:    prometheus.NewRegistry(),
+		tools:       set(tools),
+		issuers:     set(issuers),
+		lastRefresh: map[string]time.Time{},
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_policy_decisions_total",
+			Help: "Policy decisions by action, tool, result (allow, deny, error, dry_run_deny) and reason code.",
+		}, []string{"action", "tool", "result", "reason"}),
+		evalDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "toolgate_policy_eval_duration_seconds",
+			Help:    "Time to evaluate the policy for one decision.",
+			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1},
+		}, []string{"action"}),
+		validations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_token_validations_total",
+			Help: "Access token validations by configured issuer, result (valid, invalid) and reason code.",
+		}, []string{"issuer", "result", "reason"}),
+		jwksRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_jwks_refreshes_total",
+			Help: "JWKS fetches by issuer and result (success, failure).",
+		}, []string{"issuer", "result"}),
+		jwksKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "toolgate_jwks_keys",
+			Help: "Usable keys in the last good JWKS of each issuer.",
+		}, []string{"issuer"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_policy_reloads_total",
+			Help: "Policy reloads by result (success, failure).",
+		}, []string{"result"}),
+		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "toolgate_policy_revision_info",
+			Help: "The policy revision in force (content hash); always 1.",
+		}, []string{"revision"}),
+		loadedAt: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "toolgate_policy_loaded_timestamp_seconds",
+			Help: "When the policy in force was loaded (Unix time).",
+		}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_http_requests_total",
+			Help: "HTTP requests by route, method and status code.",
+		}, []string{"route", "method", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "toolgate_http_request_duration_seconds",
+			Help:    "HTTP request duration by route and method (streams last as long as they are open).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"route", "method"}),
+		toolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_tool_calls_total",
+			Help: "Tool calls that reached the handler stage, by tool and outcome (success, error, denied).",
+		}, []string{"tool", "outcome"}),
+		toolDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "toolgate_tool_call_duration_seconds",
+			Help:    "Duration of allowed tool calls.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"tool"}),
+		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "toolgate_sessions_active",
+			Help: "MCP sessions currently open.",
+		}),
+		decisionLogFail: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "toolgate_decision_log_write_failures_total",
+			Help: "Decision log lines that could not be written.",
+		}),
+	}
+	m.registry.MustRegister(
+		m.decisions, m.evalDuration, m.validations, m.jwksRefreshes, m.jwksKeys,
+		m.reloads, m.revision, m.loadedAt, m.httpRequests, m.httpDuration,
+		m.toolCalls, m.toolDuration, m.sessionsActive, m.decisionLogFail,
+		&jwksAge{m},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	for _, is := range issuers {
+		m.jwksKeys.WithLabelValues(is)
+	}
+	return m
+}
+
+func set(list []string) map[string]bool {
+	out := make(map[string]bool, len(list))
+	for _, s := range list {
+		out[s] = true
+	}
+	return out
+}
+
+// tool bounds a tool label to the catalog.
+func (m *metrics) tool(name string) string {
+	if m.tools[name] {
+		return name
+	}
+	return labelUnknown
+}
+
+// issuer bounds an issuer label to the configured names.
+func (m *metrics) issuer(name string) string {
+	if m.issuers[name] {
+		return name
+	}
+	return labelUnknown
+}
+
+func (m *metrics) tokenValidated(issuer string, reason idp.Reason) {
+	if reason == "" {
+		m.validations.WithLabelValues(m.issuer(issuer), "valid", "ok").Inc()
+		return
+	}
+	m.validations.WithLabelValues(m.issuer(issuer), "invalid", string(reason)).Inc()
+}
+
+func (m *metrics) jwksRefreshed(issuer string, err error, keys int) {
+	issuer = m.issuer(issuer)
+	if err != nil {
+		m.jwksRefreshes.WithLabelValues(issuer, "failure").Inc()
+		return
+	}
+	m.jwksRefreshes.WithLabelValues(issuer, "success").Inc()
+	m.jwksKeys.WithLabelValues(issuer).Set(float64(keys))
+	m.mu.Lock()
+	m.lastRefresh[issuer] = time.Now()
+	m.mu.Unlock()
+}
+
+func (m *metrics) policyReloaded(err error) {
+	if err != nil {
+		m.reloads.WithLabelValues("failure").Inc()
+		return
+	}
+	m.reloads.WithLabelValues("success").Inc()
+}
+
+func (m *metrics) policyInForce(revision string, loaded time.Time) {
+	m.revision.Reset()
+	m.revision.WithLabelValues(revision).Set(1)
+	m.loadedAt.Set(float64(loaded.Unix()))
+}
+
+// jwksAge reports the seconds since each issuer's last good JWKS fetch,
+// computed at scrape time.
+type jwksAge struct{ m *metrics }
+
+var jwksAgeDesc = prometheus.NewDesc("toolgate_jwks_last_success_age_seconds",
+	"Seconds since the last good JWKS fetch of each issuer.", []string{"issuer"}, nil)
+
+func (j *jwksAge) Describe(ch chan<- *prometheus.Desc) { ch <- jwksAgeDesc }
+
+func (j *jwksAge) Collect(ch chan<- prometheus.Metric) {
+	j.m.mu.Lock()
+	defer j.m.mu.Unlock()
+	for issuer, at := range j.m.lastRefresh {
+		ch <- prometheus.MustNewConstMetric(jwksAgeDesc, prometheus.GaugeValue, time.Since(at).Seconds(), issuer)
+	}
+}
+
+// handler serves the exposition format.
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+var httpMethods = []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodHead, http.MethodOptions}
+
+// instrument counts requests by the route template that matched, never the
+// raw path.
+func (m *metrics) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		route := labelUnmatched
+		if cr := mux.CurrentRoute(r); cr != nil {
+			if tpl, err := cr.GetPathTemplate(); err == nil {
+				route = tpl
+			}
+		}
+		method := r.Method
+		if !slices.Contains(httpMethods, method) {
+			method = "other"
+		}
+		snoop := httpsnoop.CaptureMetrics(next, w, r)
+		m.httpRequests.WithLabelValues(route, method, strconv.Itoa(snoop.Code)).Inc()
+		m.httpDuration.WithLabelValues(route, method).Observe(snoop.Duration.Seconds())
+	})
+}
