@@ -62,6 +62,10 @@ type Policy struct {
 	// DryRun evaluates and logs every decision but hides and refuses
 	// nothing: for rolling out a new policy.
 	DryRun bool `yaml:"dry_run"`
+	// DecisionCacheSize bounds the per-revision caches of visible sets and
+	// call decisions (0 turns them off, for policies that read the clock or
+	// the network).
+	DecisionCacheSize int `yaml:"decision_cache_size"`
 }
 
 // Metrics says where /metrics is served.
@@ -81,6 +85,8 @@ type Tokens struct {
 	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
 	// JWKSTimeout bounds one JWKS or discovery fetch.
 	JWKSTimeout time.Duration `yaml:"jwks_timeout"`
+	// CacheSize bounds the cache of verified tokens (0 turns it off).
+	CacheSize int `yaml:"cache_size"`
 }
 
 // Limits bounds what one request may cost.
@@ -121,7 +127,9 @@ func Default() *Config {
 			JWKSUnknownKIDInterval: 10 * time.Second,
 			JWKSRefreshInterval:    5 * time.Minute,
 			JWKSTimeout:            5 * time.Second,
+			CacheSize:              10000,
 		},
+		Policy:      Policy{DecisionCacheSize: 10000},
 		Limits:      Limits{MaxBodyBytes: 1 << 20},
 		DecisionLog: DecisionLog{Output: "stderr", Arguments: "full", Redact: []string{}},
 	}
@@ -245,6 +253,12 @@ func (c *Config) Validate() error {
 	}
 	if t.JWKSTimeout < 100*time.Millisecond || t.JWKSTimeout > 30*time.Second {
 		bad("tokens.jwks_timeout: %s is outside 100ms..30s", t.JWKSTimeout)
+	}
+	if t.CacheSize < 0 || t.CacheSize > 1000000 {
+		bad("tokens.cache_size: %d is outside 0..1000000", t.CacheSize)
+	}
+	if c.Policy.DecisionCacheSize < 0 || c.Policy.DecisionCacheSize > 1000000 {
+		bad("policy.decision_cache_size: %d is outside 0..1000000", c.Policy.DecisionCacheSize)
 	}
 	if c.Limits.MaxBodyBytes < 1024 || c.Limits.MaxBodyBytes > 64<<20 {
 		bad("limits.max_body_bytes: %d is outside 1024..67108864", c.Limits.MaxBodyBytes)

@@ -56,53 +56,53 @@ func IsLoopbackHost(h string) bool {
 // outcome.
 type jwksGuard struct {
 	base   http.RoundTripper
-	report func(err error, keys int)
+	report func(err error, kids []string)
 }
 
 func (g *jwksGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := g.base.RoundTrip(req)
 	if err != nil {
-		g.report(err, 0)
+		g.report(err, nil)
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
 		err := fmt.Errorf("JWKS answered HTTP %d", resp.StatusCode)
-		g.report(err, 0)
+		g.report(err, nil)
 		return nil, err
 	}
 	body, err := readBounded(resp.Body)
 	resp.Body.Close()
 	if err == nil {
-		var n int
-		if n, err = usableKeys(body); err == nil {
-			g.report(nil, n)
+		var kids []string
+		if kids, err = usableKeys(body); err == nil {
+			g.report(nil, kids)
 			resp.Body = io.NopCloser(bytes.NewReader(body))
 			resp.ContentLength = int64(len(body))
 			return resp, nil
 		}
 	}
-	g.report(err, 0)
+	g.report(err, nil)
 	return nil, err
 }
 
-// usableKeys counts the verification keys in a JWK Set and refuses a set
-// with none.
-func usableKeys(body []byte) (int, error) {
+// usableKeys lists the kids of the verification keys in a JWK Set and
+// refuses a set with none.
+func usableKeys(body []byte) ([]string, error) {
 	var set jwkset.JWKSMarshal
 	if err := json.Unmarshal(body, &set); err != nil {
-		return 0, fmt.Errorf("JWKS is not a JWK Set: %w", err)
+		return nil, fmt.Errorf("JWKS is not a JWK Set: %w", err)
 	}
-	n := 0
+	kids := []string{}
 	for _, k := range set.Keys {
 		if _, err := jwkset.NewJWKFromMarshal(k, jwkset.JWKMarshalOptions{}, jwkset.JWKValidateOptions{}); err == nil {
-			n++
+			kids = append(kids, k.KID)
 		}
 	}
-	if n == 0 {
-		return 0, errors.New("JWKS holds no usable key")
+	if len(kids) == 0 {
+		return nil, errors.New("JWKS holds no usable key")
 	}
-	return n, nil
+	return kids, nil
 }
 
 func readBounded(r io.Reader) ([]byte, error) {

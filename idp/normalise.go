@@ -41,6 +41,7 @@ func normalise(provider, issuer string, c jwt.MapClaims) *Principal {
 			p.Roles = union(p.Roles, strs(s["roles"]))
 		}
 	}
+	p.fingerprint = fingerprint(p)
 	return p
 }
 

@@ -3,7 +3,12 @@
 // presets (auth0, workos, stytch, oidc) into one shape for the policies.
 package idp
 
-import "context"
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+)
 
 // Principal is the caller's identity as handed to policies (input.principal).
 // Missing fields are empty strings or empty slices, never nil, so that a
@@ -22,6 +27,31 @@ type Principal struct {
 
 	// Issuer is the configured issuer's name (a label for logs and metrics).
 	Issuer string `json:"-"`
+
+	fingerprint string
+}
+
+// Fingerprint is a SHA-256 of everything a policy can see of the principal,
+// claims included: two principals with the same fingerprint get the same
+// decisions. A principal made by the verifier is not changed afterwards and
+// carries its fingerprint; one built by hand has it computed on each call.
+func (p *Principal) Fingerprint() string {
+	if p.fingerprint != "" {
+		return p.fingerprint
+	}
+	return fingerprint(p)
+}
+
+func fingerprint(p *Principal) string {
+	// encoding/json sorts map keys, so the encoding is canonical.
+	b, err := json.Marshal(p)
+	if err != nil {
+		// Claims come from JSON and always encode; fail safe with a value
+		// that matches no other principal.
+		b = []byte(fmt.Sprintf("%p", p))
+	}
+	sum := sha256.Sum256(b)
+	return string(sum[:])
 }
 
 // ProviderAnonymous is the provider of the principal that serves token-less
@@ -30,7 +60,7 @@ const ProviderAnonymous = "anonymous"
 
 // Anonymous returns the principal of a request without a token.
 func Anonymous() *Principal {
-	return &Principal{
+	p := &Principal{
 		Provider:    ProviderAnonymous,
 		Scopes:      []string{},
 		Permissions: []string{},
@@ -38,6 +68,8 @@ func Anonymous() *Principal {
 		Claims:      map[string]any{},
 		Issuer:      ProviderAnonymous,
 	}
+	p.fingerprint = fingerprint(p)
+	return p
 }
 
 // Key identifies the principal across requests: issuer plus subject.

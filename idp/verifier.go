@@ -2,6 +2,7 @@ package idp
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
 )
 
@@ -57,6 +59,9 @@ type Options struct {
 	OnJWKSRefresh func(issuer string, err error, keys int)
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// CacheSize bounds the cache of verified tokens; 0 takes the default
+	// (10000), a negative value turns the cache off.
+	CacheSize int
 }
 
 func (o *Options) defaults() {
@@ -87,6 +92,9 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.CacheSize == 0 {
+		o.CacheSize = 10000
+	}
 }
 
 // Verifier validates access tokens against a fixed set of issuers, each with
@@ -95,6 +103,7 @@ type Verifier struct {
 	opts   Options
 	byIss  map[string]*issuerState
 	parser *jwt.Parser
+	cache  *lru.Cache[[sha256.Size]byte, verified] // nil when off
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -102,6 +111,21 @@ type Verifier struct {
 type issuerState struct {
 	cfg  Issuer
 	keys atomic.Pointer[keyfunc.Keyfunc] // nil until the keys were fetched once
+	// generation grows whenever a key disappears from the issuer's JWKS;
+	// a cached verification of an older generation is void.
+	generation atomic.Uint64
+	mu         sync.Mutex
+	kids       map[string]bool // the kids of the last good JWKS
+}
+
+// verified is a cached verification: the principal, until when the token
+// stays valid (exp plus leeway, the same rule as a fresh check), and the
+// issuer's key generation it was verified under.
+type verified struct {
+	p          *Principal
+	until      time.Time
+	issuer     *issuerState
+	generation uint64
 }
 
 // NewVerifier builds a verifier for the issuers. Keys are fetched by Start.
@@ -135,7 +159,29 @@ func NewVerifier(issuers []Issuer, opts Options) (*Verifier, error) {
 		}
 		v.byIss[is.Issuer] = st
 	}
+	if opts.CacheSize > 0 {
+		v.cache, _ = lru.New[[sha256.Size]byte, verified](opts.CacheSize)
+	}
 	return v, nil
+}
+
+// keysFetched records the kids of a good JWKS; when one that was there is
+// gone, every cached verification of the issuer becomes void, so a key
+// removed from the JWKS stops working at once.
+func (st *issuerState) keysFetched(kids []string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := make(map[string]bool, len(kids))
+	for _, k := range kids {
+		now[k] = true
+	}
+	for k := range st.kids {
+		if !now[k] {
+			st.generation.Add(1)
+			break
+		}
+	}
+	st.kids = now
 }
 
 // Start fetches every issuer's keys in the background, retrying with backoff
@@ -212,8 +258,11 @@ func (v *Verifier) connect(ctx context.Context, st *issuerState) (keyfunc.Keyfun
 	}
 	guarded := &http.Client{
 		Timeout: v.opts.FetchTimeout,
-		Transport: &jwksGuard{base: v.opts.Transport, report: func(err error, keys int) {
-			v.opts.OnJWKSRefresh(name, err, keys)
+		Transport: &jwksGuard{base: v.opts.Transport, report: func(err error, kids []string) {
+			if err == nil {
+				st.keysFetched(kids)
+			}
+			v.opts.OnJWKSRefresh(name, err, len(kids))
 		}},
 		// A JWKS is fetched from the URL named, never from a redirect.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -249,7 +298,18 @@ func (v *Verifier) connect(ctx context.Context, st *issuerState) (keyfunc.Keyfun
 // profile) and returns its principal. A refused token is an *Error whose
 // Reason says why.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
-	p, err := v.verify(ctx, raw)
+	var key [sha256.Size]byte
+	if v.cache != nil && len(raw) <= MaxTokenBytes {
+		key = sha256.Sum256([]byte(raw))
+		if c, ok := v.cache.Get(key); ok {
+			if v.opts.Now().Before(c.until) && c.generation == c.issuer.generation.Load() {
+				v.opts.OnValidation(c.p.Issuer, "")
+				return c.p, nil
+			}
+			v.cache.Remove(key)
+		}
+	}
+	p, st, until, gen, err := v.verify(ctx, raw)
 	if err != nil {
 		var e *Error
 		if !errors.As(err, &e) {
@@ -258,24 +318,37 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 		v.opts.OnValidation(e.Issuer, e.Reason)
 		return nil, e
 	}
+	if v.cache != nil {
+		v.cache.Add(key, verified{p: p, until: until, issuer: st, generation: gen})
+	}
 	v.opts.OnValidation(p.Issuer, "")
 	return p, nil
 }
 
-func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
+// verify checks a token afresh. It returns the principal, its issuer, the
+// moment the token stops being valid, and the issuer's key generation read
+// before the keys were used.
+func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, *issuerState, time.Time, uint64, error) {
+	fail := func(err error) (*Principal, *issuerState, time.Time, uint64, error) {
+		return nil, nil, time.Time{}, 0, err
+	}
 	if len(raw) > MaxTokenBytes {
-		return nil, refuse(ReasonTooLarge, "", nil)
+		return fail(refuse(ReasonTooLarge, "", nil))
 	}
 	if strings.Count(raw, ".") != 2 {
-		return nil, refuse(ReasonMalformed, "", errors.New("a JWT has three segments"))
+		return fail(refuse(ReasonMalformed, "", errors.New("a JWT has three segments")))
 	}
-	var st *issuerState
+	var (
+		st  *issuerState
+		gen uint64
+	)
 	claims := jwt.MapClaims{}
 	tok, err := v.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
 		iss, _ := claims["iss"].(string)
 		if st = v.byIss[iss]; st == nil {
 			return nil, refuse(ReasonIssuerUnknown, "", nil)
 		}
+		gen = st.generation.Load()
 		kf := st.keys.Load()
 		if kf == nil {
 			return nil, refuse(ReasonKeysUnavailable, st.cfg.Name, nil)
@@ -291,19 +364,20 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
 		name = st.cfg.Name
 	}
 	if err != nil {
-		return nil, classify(tok, err, name)
+		return fail(classify(tok, err, name))
 	}
 	aud, _ := claims.GetAudience()
 	switch {
 	case len(aud) == 0:
-		return nil, refuse(ReasonAudienceMissing, name, nil)
+		return fail(refuse(ReasonAudienceMissing, name, nil))
 	case !slices.ContainsFunc(aud, func(a string) bool { return slices.Contains(st.cfg.Audiences, a) }):
-		return nil, refuse(ReasonAudienceMismatch, name, nil)
+		return fail(refuse(ReasonAudienceMismatch, name, nil))
 	}
 	if sub, _ := claims["sub"].(string); sub == "" {
-		return nil, refuse(ReasonSubjectMissing, name, nil)
+		return fail(refuse(ReasonSubjectMissing, name, nil))
 	}
-	return normalise(st.cfg.Provider, name, claims), nil
+	exp, _ := claims.GetExpirationTime() // required and checked by the parser
+	return normalise(st.cfg.Provider, name, claims), st, exp.Add(v.opts.Leeway), gen, nil
 }
 
 // classify maps golang-jwt's errors to reason codes.

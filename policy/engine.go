@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -78,6 +79,11 @@ type Options struct {
 	OnSwap func(revision string)
 	// OnReload is told the outcome of every reload attempt.
 	OnReload func(err error)
+	// CacheSize bounds each revision's caches of visible sets and call
+	// decisions; 0 takes the default (10000), a negative value turns them
+	// off. Caching assumes what OPA's own caches assume: a decision depends
+	// only on the input and the data (no time.now_ns, http.send, rand).
+	CacheSize int
 }
 
 // Engine holds the compiled policy and swaps it atomically on reload, so an
@@ -85,18 +91,23 @@ type Options struct {
 type Engine struct {
 	src     Source
 	opts    Options
-	catalog []any // the catalog as policy input, built once
+	catalog []any     // the catalog as policy input, built once
+	tools   ast.Value // the same, parsed once
+	annots  map[string]ast.Value
 	cur     atomic.Pointer[compiled]
 	mu      sync.Mutex // serialises reloads
 	lastErr atomic.Pointer[error]
 }
 
-// compiled is one revision of the policy with its prepared queries.
+// compiled is one revision of the policy with its prepared queries and its
+// caches, which a reload drops with it.
 type compiled struct {
 	revision string
 	loaded   time.Time
 	list     rego.PreparedEvalQuery
 	call     rego.PreparedEvalQuery
+	visible  *lru.Cache[string, map[string]bool] // principal fingerprint -> visible set
+	calls    *lru.Cache[string, Decision]        // principal, tool, arguments -> decision
 }
 
 // New compiles the policy of src. An error names the file and line that do
@@ -111,15 +122,27 @@ func New(src Source, catalog []Tool, opts Options) (*Engine, error) {
 	if opts.OnReload == nil {
 		opts.OnReload = func(error) {}
 	}
-	e := &Engine{src: src, opts: opts}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = 10000
+	}
+	e := &Engine{src: src, opts: opts, catalog: []any{}, annots: map[string]ast.Value{}}
 	for _, t := range catalog {
 		ann := t.Annotations
 		if ann == nil {
 			ann = map[string]any{}
 		}
 		e.catalog = append(e.catalog, map[string]any{"name": t.Name, "description": t.Description, "annotations": ann})
+		v, err := ast.InterfaceToValue(ann)
+		if err != nil {
+			return nil, fmt.Errorf("tool %s: annotations: %w", t.Name, err)
+		}
+		e.annots[t.Name] = v
 	}
-	c, err := compile(src)
+	var err error
+	if e.tools, err = ast.InterfaceToValue(e.catalog); err != nil {
+		return nil, err
+	}
+	c, err := e.compile()
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +169,7 @@ func (e *Engine) LastError() error {
 func (e *Engine) Reload() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	c, err := compile(e.src)
+	c, err := e.compile()
 	e.opts.OnReload(err)
 	if err != nil {
 		e.lastErr.Store(&err)
@@ -164,10 +187,21 @@ func (e *Engine) Reload() error {
 }
 
 // Visible evaluates visible_tools once for the whole catalog and returns
-// the names visible to p. On an evaluation error nothing is visible.
+// the names visible to p. The answer is shared: callers must not change it.
+// On an evaluation error nothing is visible.
 func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool, error) {
 	c := e.cur.Load()
-	rs, err := c.list.Eval(ctx, rego.EvalInput(e.input(p, ActionList, "", nil)))
+	fp := p.Fingerprint()
+	if c.visible != nil {
+		if v, ok := c.visible.Get(fp); ok {
+			return v, nil
+		}
+	}
+	in, err := e.input(p, ActionList, "", nil)
+	if err != nil {
+		return map[string]bool{}, err
+	}
+	rs, err := c.list.Eval(ctx, rego.EvalParsedInput(in))
 	if err == nil && len(rs) != 1 {
 		err = errors.New("visible_tools is undefined")
 	}
@@ -182,6 +216,9 @@ func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool
 	for _, n := range names {
 		out[n] = true
 	}
+	if c.visible != nil {
+		c.visible.Add(fp, out)
+	}
 	return out, nil
 }
 
@@ -190,8 +227,23 @@ func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool
 // is visible and allow is true (CONTRACT.md, "Policy contract").
 func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args map[string]any) Decision {
 	c := e.cur.Load()
-	d := Decision{ID: uuid.NewString(), Revision: c.revision}
-	rs, err := c.call.Eval(ctx, rego.EvalInput(e.input(p, ActionCall, tool, args)))
+	id := uuid.NewString()
+	key, cacheable := "", c.calls != nil
+	if cacheable {
+		key, cacheable = callKey(p, tool, args)
+	}
+	if cacheable {
+		if d, ok := c.calls.Get(key); ok {
+			d.ID = id
+			return d
+		}
+	}
+	d := Decision{ID: id, Revision: c.revision}
+	in, err := e.input(p, ActionCall, tool, args)
+	var rs rego.ResultSet
+	if err == nil {
+		rs, err = c.call.Eval(ctx, rego.EvalParsedInput(in))
+	}
 	if err == nil && len(rs) != 1 {
 		err = errors.New("decision is undefined")
 	}
@@ -199,13 +251,29 @@ func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args
 		err = d.read(rs[0].Expressions[0].Value)
 	}
 	if err != nil {
-		return Decision{ID: d.ID, Revision: c.revision, Reason: "policy evaluation failed", Err: err}
+		// Not cached: a cancelled or timed-out evaluation says nothing of
+		// the next one.
+		return Decision{ID: id, Revision: c.revision, Reason: "policy evaluation failed", Err: err}
 	}
 	d.Allowed = d.Visible && d.Allowed
 	if !d.Allowed && d.Reason == "" {
 		d.Reason = "denied by policy"
 	}
+	if cacheable {
+		c.calls.Add(key, d)
+	}
 	return d
+}
+
+// callKey identifies a call for the decision cache: the principal's
+// fingerprint, the tool and a SHA-256 of the arguments' canonical JSON.
+func callKey(p *idp.Principal, tool string, args map[string]any) (string, bool) {
+	b, err := json.Marshal(args)
+	if err != nil {
+		return "", false
+	}
+	sum := sha256.Sum256(b)
+	return p.Fingerprint() + "\x00" + tool + "\x00" + string(sum[:]), true
 }
 
 func (d *Decision) read(v any) error {
@@ -258,26 +326,39 @@ func wrongType(v any, msg string) error {
 	return errors.New(msg)
 }
 
-func (e *Engine) input(p *idp.Principal, action, tool string, args map[string]any) map[string]any {
-	in := map[string]any{
-		"principal": principalInput(p),
-		"action":    action,
-		"tools":     e.catalog,
+// input builds the policy input as an AST value: the catalog is parsed once
+// at start, the rest per evaluation.
+func (e *Engine) input(p *idp.Principal, action, tool string, args map[string]any) (ast.Value, error) {
+	principal, err := ast.InterfaceToValue(principalInput(p))
+	if err != nil {
+		return nil, err
+	}
+	items := [][2]*ast.Term{
+		ast.Item(ast.InternedTerm("principal"), ast.NewTerm(principal)),
+		ast.Item(ast.InternedTerm("action"), ast.StringTerm(action)),
+		ast.Item(ast.InternedTerm("tools"), ast.NewTerm(e.tools)),
 	}
 	if action == ActionCall {
-		ann := map[string]any{}
-		for _, t := range e.catalog {
-			if m := t.(map[string]any); m["name"] == tool {
-				ann = m["annotations"].(map[string]any)
-			}
+		ann, ok := e.annots[tool]
+		if !ok {
+			ann = ast.NewObject()
 		}
 		if args == nil {
 			args = map[string]any{}
 		}
-		in["tool"] = map[string]any{"name": tool, "annotations": ann}
-		in["arguments"] = args
+		arguments, err := ast.InterfaceToValue(args)
+		if err != nil {
+			return nil, err
+		}
+		items = append(items,
+			ast.Item(ast.InternedTerm("tool"), ast.ObjectTerm(
+				ast.Item(ast.InternedTerm("name"), ast.StringTerm(tool)),
+				ast.Item(ast.InternedTerm("annotations"), ast.NewTerm(ann)),
+			)),
+			ast.Item(ast.InternedTerm("arguments"), ast.NewTerm(arguments)),
+		)
 	}
-	return in
+	return ast.NewObject(items...), nil
 }
 
 func principalInput(p *idp.Principal) map[string]any {
@@ -333,7 +414,8 @@ func load(src Source) (*loader.Result, error) {
 	})
 }
 
-func compile(src Source) (*compiled, error) {
+func (e *Engine) compile() (*compiled, error) {
+	src := e.src
 	res, err := load(src)
 	if err != nil {
 		return nil, err
@@ -366,6 +448,10 @@ func compile(src Source) (*compiled, error) {
 	}
 	if c.call, err = prepare("data.toolgate.internal.call"); err != nil {
 		return nil, err
+	}
+	if e.opts.CacheSize > 0 {
+		c.visible, _ = lru.New[string, map[string]bool](e.opts.CacheSize)
+		c.calls, _ = lru.New[string, Decision](e.opts.CacheSize)
 	}
 	return c, nil
 }

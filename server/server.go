@@ -125,6 +125,7 @@ func New(o Options) (*Server, error) {
 		FetchTimeout:       cfg.Tokens.JWKSTimeout,
 		Transport:          o.Transport,
 		Logger:             o.Logger,
+		CacheSize:          offIfZero(cfg.Tokens.CacheSize),
 		OnValidation:       s.metrics.tokenValidated,
 		OnJWKSRefresh:      s.metrics.jwksRefreshed,
 	})
@@ -138,9 +139,10 @@ func New(o Options) (*Server, error) {
 		src.FS = rego.FS
 	}
 	s.policy, err = policy.New(src, Catalog(o.Tools), policy.Options{
-		Logger:   o.Logger,
-		OnSwap:   s.policyChanged,
-		OnReload: s.metrics.policyReloaded,
+		Logger:    o.Logger,
+		OnSwap:    s.policyChanged,
+		OnReload:  s.metrics.policyReloaded,
+		CacheSize: offIfZero(cfg.Policy.DecisionCacheSize),
 	})
 	if err != nil {
 		return nil, err
@@ -319,6 +321,15 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	}
 	body["ready"] = status == http.StatusOK
 	writeJSON(w, status, body)
+}
+
+// offIfZero maps a configured cache size, where 0 means off, to the
+// packages' options, where 0 means the default and a negative size off.
+func offIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 func nonNil(s []string) []string {

@@ -1,0 +1,314 @@
+// Command load measures what the gate costs: in one run on loopback it
+// starts a bare mcp-go Streamable HTTP server and toolgate with its default
+// policy, drives both with the same keep-alive load, alternating A B A B, and
+// prints throughput, p50 and p99 for each and the ratio toolgate/bare.
+//
+//	go run ./bench/load [-clients 16] [-round 5s] [-rounds 4] [-tools 1000]
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/toolgate/toolgate/config"
+	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/server"
+	"github.com/toolgate/toolgate/tools"
+)
+
+func main() {
+	clients := flag.Int("clients", 16, "concurrent keep-alive clients")
+	round := flag.Duration("round", 5*time.Second, "length of one measured round")
+	rounds := flag.Int("rounds", 4, "rounds per server (alternating A B A B)")
+	listTools := flag.Int("tools", 1000, "catalog size of the tools/list run (0 skips it)")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.Parse()
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
+	if err := run(*clients, *round, *rounds, *listTools); err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		pprof.StopCPUProfile()
+		os.Exit(1)
+	}
+}
+
+type target struct {
+	name, url, token string
+	stop             func()
+}
+
+func run(clients int, round time.Duration, rounds, listTools int) error {
+	tmp, err := os.MkdirTemp("", "toolgate-load")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	addTool := tools.Builtin()[:1] // add
+	fmt.Printf("tools/call add: %d clients, %d rounds of %s per server, alternating\n", clients, rounds, round)
+	bare, err := startBare(addTool)
+	if err != nil {
+		return err
+	}
+	gate, err := startGate(tmp, addTool, nil)
+	if err != nil {
+		return err
+	}
+	call := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":3}}}`
+	if err := compare(bare, gate, call, clients, round, rounds); err != nil {
+		return err
+	}
+	bare.stop()
+	gate.stop()
+
+	if listTools > 0 {
+		catalog := syntheticTools(listTools)
+		fmt.Printf("\ntools/list, %d-tool catalog (all granted): %d clients, %d rounds of %s\n", listTools, clients, rounds, round)
+		bare, err := startBare(catalog)
+		if err != nil {
+			return err
+		}
+		gate, err := startGate(tmp, catalog, grantAll(catalog))
+		if err != nil {
+			return err
+		}
+		list := `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+		if err := compare(bare, gate, list, clients, round, rounds); err != nil {
+			return err
+		}
+		bare.stop()
+		gate.stop()
+	}
+	return nil
+}
+
+func compare(a, b *target, body string, clients int, round time.Duration, rounds int) error {
+	results := map[string]*stats{a.name: {}, b.name: {}}
+	// Warm both up first (connections, caches, JIT of the kernel's paths).
+	for _, t := range []*target{a, b} {
+		if _, err := drive(t, body, clients, round/5); err != nil {
+			return err
+		}
+	}
+	for i := 0; i < rounds; i++ {
+		for _, t := range []*target{a, b} {
+			s, err := drive(t, body, clients, round)
+			if err != nil {
+				return err
+			}
+			results[t.name].add(s)
+		}
+	}
+	ra, rb := results[a.name], results[b.name]
+	fmt.Printf("%-9s %10s %10s %10s\n", "server", "req/s", "p50", "p99")
+	for _, t := range []*target{a, b} {
+		r := results[t.name]
+		fmt.Printf("%-9s %10.0f %10s %10s\n", t.name, r.rate(), r.quantile(0.50), r.quantile(0.99))
+	}
+	fmt.Printf("ratio %s/%s throughput: %.2f   p99 difference: %s\n", b.name, a.name, rb.rate()/ra.rate(), rb.quantile(0.99)-ra.quantile(0.99))
+	return nil
+}
+
+type stats struct {
+	n         int
+	elapsed   time.Duration
+	latencies []time.Duration
+}
+
+func (s *stats) add(o *stats) {
+	s.n += o.n
+	s.elapsed += o.elapsed
+	s.latencies = append(s.latencies, o.latencies...)
+}
+
+func (s *stats) rate() float64 { return float64(s.n) / s.elapsed.Seconds() }
+
+func (s *stats) quantile(q float64) time.Duration {
+	if len(s.latencies) == 0 {
+		return 0
+	}
+	slices.Sort(s.latencies)
+	return s.latencies[int(q*float64(len(s.latencies)-1))].Round(time.Microsecond)
+}
+
+// drive runs clients keep-alive loops posting body for d, each on its own
+// MCP session.
+func drive(t *target, body string, clients int, d time.Duration) (*stats, error) {
+	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	var wg sync.WaitGroup
+	out := make([]*stats, clients)
+	errs := make(chan error, clients)
+	start := time.Now()
+	deadline := start.Add(d)
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s := &stats{latencies: make([]time.Duration, 0, 1<<14)}
+			out[i] = s
+			session, err := post(hc, t, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"load","version":"1"}}}`)
+			if err != nil {
+				errs <- err
+				return
+			}
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				if _, err := post(hc, t, session, body); err != nil {
+					errs <- err
+					return
+				}
+				s.latencies = append(s.latencies, time.Since(t0))
+				s.n++
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, fmt.Errorf("%s: %w", t.name, err)
+	}
+	total := &stats{}
+	for _, s := range out {
+		total.n += s.n
+		total.latencies = append(total.latencies, s.latencies...)
+	}
+	total.elapsed = time.Since(start)
+	return total, nil
+}
+
+func post(hc *http.Client, t *target, session, body string) (string, error) {
+	req, _ := http.NewRequest(http.MethodPost, t.url, bytes.NewBufferString(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	if t.token != "" {
+		req.Header.Set("Authorization", "Bearer "+t.token)
+	}
+	if session != "" {
+		req.Header.Set("Mcp-Session-Id", session)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK || bytes.Contains(b, []byte(`"isError":true`)) || bytes.Contains(b, []byte(`"error":`)) {
+		return "", fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
+	}
+	return resp.Header.Get("Mcp-Session-Id"), nil
+}
+
+func startBare(ts []mcpserver.ServerTool) (*target, error) {
+	s := mcpserver.NewMCPServer("bare", "1", mcpserver.WithToolCapabilities(true))
+	s.AddTools(ts...)
+	h := mcpserver.NewStreamableHTTPServer(s, mcpserver.WithStreamableHTTPLogger(slog.New(slog.DiscardHandler)))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	hs := &http.Server{Handler: h}
+	go hs.Serve(ln)
+	return &target{name: "bare", url: "http://" + ln.Addr().String() + "/mcp", stop: func() { hs.Close() }}, nil
+}
+
+// startGate runs toolgate as `toolgate serve` would, with a development
+// issuer, the given tools, the default policy (or policy data replacing its
+// data.json), and the decision log written to a file.
+func startGate(tmp string, ts []mcpserver.ServerTool, data map[string]any) (*target, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	cfg := config.Default()
+	cfg.Listen = ln.Addr().String()
+	cfg.Anonymous = true
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.Anonymous = false
+	cfg.DecisionLog.Output = filepath.Join(tmp, fmt.Sprintf("decisions-%d.log", time.Now().UnixNano()))
+	dev, err := idp.LoadDevIssuer(filepath.Join(tmp, "dev.pem"), cfg.PublicURL+"/dev", cfg.ResourceURL())
+	if err != nil {
+		return nil, err
+	}
+	is, err := dev.Issuer()
+	if err != nil {
+		return nil, err
+	}
+	opts := server.Options{Config: cfg, Issuers: []idp.Issuer{is}, Tools: ts, Logger: slog.New(slog.DiscardHandler)}
+	if data != nil {
+		dir, err := os.MkdirTemp(tmp, "policy")
+		if err != nil {
+			return nil, err
+		}
+		policyText, err := os.ReadFile("rego/policy.rego")
+		if err != nil {
+			return nil, fmt.Errorf("run from the repository root: %w", err)
+		}
+		b, _ := json.Marshal(data)
+		os.WriteFile(filepath.Join(dir, "policy.rego"), policyText, 0o644)
+		os.WriteFile(filepath.Join(dir, "data.json"), b, 0o644)
+		opts.Policy = &policy.Source{Dir: dir}
+	}
+	srv, err := server.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := dev.Mint(idp.DevClaims{Sub: "load", TTL: time.Hour})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln, 5*time.Second); close(done) }()
+	return &target{name: "toolgate", url: "http://" + ln.Addr().String() + "/mcp", token: tok, stop: func() { cancel(); <-done }}, nil
+}
+
+func syntheticTools(n int) []mcpserver.ServerTool {
+	out := make([]mcpserver.ServerTool, n)
+	for i := range out {
+		name := fmt.Sprintf("tool_%04d", i)
+		out[i] = mcpserver.ServerTool{
+			Tool: mcp.NewTool(name, mcp.WithDescription("synthetic tool "+name), mcp.WithString("q")),
+			Handler: func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return mcp.NewToolResultText("ok"), nil
+			},
+		}
+	}
+	return out
+}
+
+func grantAll(ts []mcpserver.ServerTool) map[string]any {
+	rules := map[string]any{}
+	for _, t := range ts {
+		rules[t.Tool.Name] = map[string]any{}
+	}
+	return map[string]any{"tool_rules": rules, "role_permissions": map[string]any{}}
+}
