@@ -66,6 +66,8 @@ type Policy struct {
 	// call decisions (0 turns them off, for policies that read the clock or
 	// the network).
 	DecisionCacheSize int `yaml:"decision_cache_size"`
+	// EvalTimeout bounds one evaluation; past it the decision is a denial.
+	EvalTimeout time.Duration `yaml:"eval_timeout"`
 }
 
 // Metrics says where /metrics is served.
@@ -89,10 +91,15 @@ type Tokens struct {
 	CacheSize int `yaml:"cache_size"`
 }
 
-// Limits bounds what one request may cost.
+// Limits bounds what one request, or one principal, may cost.
 type Limits struct {
 	// MaxBodyBytes is the largest request body accepted on /mcp (413 above).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxJSONDepth is the deepest nesting of a request body (400 above).
+	MaxJSONDepth int `yaml:"max_json_depth"`
+	// MaxSessionsPerPrincipal bounds the open MCP sessions of one
+	// principal (429 above).
+	MaxSessionsPerPrincipal int `yaml:"max_sessions_per_principal"`
 }
 
 // StringList accepts a YAML string or a list of strings.
@@ -129,8 +136,8 @@ func Default() *Config {
 			JWKSTimeout:            5 * time.Second,
 			CacheSize:              10000,
 		},
-		Policy:      Policy{DecisionCacheSize: 10000},
-		Limits:      Limits{MaxBodyBytes: 1 << 20},
+		Policy:      Policy{DecisionCacheSize: 10000, EvalTimeout: time.Second},
+		Limits:      Limits{MaxBodyBytes: 1 << 20, MaxJSONDepth: 64, MaxSessionsPerPrincipal: 100},
 		DecisionLog: DecisionLog{Output: "stderr", Arguments: "full", Redact: []string{}},
 	}
 }
@@ -259,6 +266,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Policy.DecisionCacheSize < 0 || c.Policy.DecisionCacheSize > 1000000 {
 		bad("policy.decision_cache_size: %d is outside 0..1000000", c.Policy.DecisionCacheSize)
+	}
+	if c.Policy.EvalTimeout < time.Millisecond || c.Policy.EvalTimeout > time.Minute {
+		bad("policy.eval_timeout: %s is outside 1ms..1m", c.Policy.EvalTimeout)
+	}
+	if c.Limits.MaxJSONDepth < 8 || c.Limits.MaxJSONDepth > 10000 {
+		bad("limits.max_json_depth: %d is outside 8..10000", c.Limits.MaxJSONDepth)
+	}
+	if c.Limits.MaxSessionsPerPrincipal < 1 || c.Limits.MaxSessionsPerPrincipal > 1000000 {
+		bad("limits.max_sessions_per_principal: %d is outside 1..1000000", c.Limits.MaxSessionsPerPrincipal)
 	}
 	if c.Limits.MaxBodyBytes < 1024 || c.Limits.MaxBodyBytes > 64<<20 {
 		bad("limits.max_body_bytes: %d is outside 1024..67108864", c.Limits.MaxBodyBytes)

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -14,6 +15,9 @@ var (
 	errOriginForbidden = errors.New("origin_not_allowed")
 	errBodyTooLarge    = errors.New("request_too_large")
 	errSessionUnknown  = errors.New("session_not_found")
+	errBadRequest      = errors.New("bad_request")
+	errTooDeep         = errors.New("request_too_deep")
+	errTooManySessions = errors.New("too_many_sessions")
 )
 
 // stepUp is a call denied for want of scopes (MCP authorization, "Scope
@@ -57,6 +61,14 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusForbidden, oauthError{"forbidden", "origin_not_allowed", ""})
 	case errors.Is(err, errBodyTooLarge):
 		writeJSON(w, http.StatusRequestEntityTooLarge, oauthError{"request_too_large", "request body is over the limit", ""})
+	case errors.Is(err, errBadRequest):
+		writeJSON(w, http.StatusBadRequest, oauthError{"invalid_request", "the request body could not be read", ""})
+	case errors.Is(err, errTooDeep):
+		writeJSON(w, http.StatusBadRequest, oauthError{"invalid_request", fmt.Sprintf("JSON nested deeper than %d levels", s.cfg.Limits.MaxJSONDepth), ""})
+	case errors.Is(err, errTooManySessions):
+		w.Header().Set("Retry-After", "60")
+		writeJSON(w, http.StatusTooManyRequests, oauthError{"too_many_sessions",
+			fmt.Sprintf("this principal has %d open sessions, the limit; close one (DELETE /mcp) or wait for idle ones to expire", s.cfg.Limits.MaxSessionsPerPrincipal), ""})
 	case errors.Is(err, errSessionUnknown):
 		// MCP transports: an unknown or foreign session id is 404, so the
 		// client starts a new session; another principal's session is never

@@ -91,8 +91,8 @@ func (s *Server) bindSession(next http.Handler) http.Handler {
 	})
 }
 
-// callRequest is the part of a JSON-RPC tools/call the gate reads.
-type callRequest struct {
+// rpcRequest is the part of a JSON-RPC request the gate reads.
+type rpcRequest struct {
 	Method string `json:"method"`
 	Params struct {
 		Name      string         `json:"name"`
@@ -100,12 +100,24 @@ type callRequest struct {
 	} `json:"params"`
 }
 
-// gateCall bounds the body and decides a tools/call before MCP runs it, so
-// that a step-up can be the HTTP 403 the MCP authorization spec asks for
-// ("Scope challenge handling"). The decision rides in the context to the
-// tool filter and the handler middleware, which enforce it.
-func (s *Server) gateCall(next http.Handler) http.Handler {
+// gateRequest bounds the body (size and JSON nesting), caps the sessions of
+// one principal, and decides a tools/call before MCP runs it, so that a
+// step-up can be the HTTP 403 the MCP authorization spec asks for ("Scope
+// challenge handling"). The decision rides in the context to the tool
+// filter and the handler middleware, which enforce it.
+func (s *Server) gateRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := idp.PrincipalFrom(r.Context())
+		opensSession := r.Header.Get(mcpserver.HeaderKeySessionID) == ""
+		if r.Method == http.MethodGet {
+			// A GET without a session id makes a new session (a stream).
+			if opensSession && !s.sessions.mayOpen(p.Key(), s.cfg.Limits.MaxSessionsPerPrincipal) {
+				s.writeError(w, errTooManySessions)
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
 		if r.Method != http.MethodPost {
 			next.ServeHTTP(w, r)
 			return
@@ -115,25 +127,62 @@ func (s *Server) gateCall(next http.Handler) http.Handler {
 			var tooLarge *http.MaxBytesError
 			if errors.As(err, &tooLarge) {
 				s.writeError(w, errBodyTooLarge)
-				return
+			} else {
+				s.writeError(w, errBadRequest)
 			}
-			s.writeError(w, err)
+			return
+		}
+		if jsonDepth(body) > s.cfg.Limits.MaxJSONDepth {
+			s.writeError(w, errTooDeep)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		var req callRequest
-		if json.Unmarshal(body, &req) != nil || req.Method != string(mcp.MethodToolsCall) {
-			next.ServeHTTP(w, r)
+		var req rpcRequest
+		if json.Unmarshal(body, &req) != nil {
+			next.ServeHTTP(w, r) // mcp-go answers the parse error
 			return
 		}
-		p, _ := idp.PrincipalFrom(r.Context())
-		d := s.decide(r.Context(), p, req.Params.Name, req.Params.Arguments)
-		if d.Visible && !d.Allowed && len(d.RequiredScopes) > 0 && d.Err == nil {
-			s.writeError(w, &stepUp{scopes: d.RequiredScopes, decisionID: d.ID})
-			return
+		switch req.Method {
+		case string(mcp.MethodInitialize):
+			if opensSession && !s.sessions.mayOpen(p.Key(), s.cfg.Limits.MaxSessionsPerPrincipal) {
+				s.writeError(w, errTooManySessions)
+				return
+			}
+		case string(mcp.MethodToolsCall):
+			d := s.decide(r.Context(), p, req.Params.Name, req.Params.Arguments)
+			if d.Visible && !d.Allowed && len(d.RequiredScopes) > 0 && d.Err == nil {
+				s.writeError(w, &stepUp{scopes: d.RequiredScopes, decisionID: d.ID})
+				return
+			}
+			r = r.WithContext(withDecision(r.Context(), req.Params.Name, d))
 		}
-		next.ServeHTTP(w, r.WithContext(withDecision(r.Context(), req.Params.Name, d)))
+		next.ServeHTTP(w, r)
 	})
+}
+
+// jsonDepth is the deepest nesting of arrays and objects in a JSON text,
+// found without decoding it (strings and their escapes are skipped).
+func jsonDepth(b []byte) int {
+	depth, deepest, inString := 0, 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
 }
 
 // decide asks the policy about one call, then logs and counts the
@@ -141,7 +190,9 @@ func (s *Server) gateCall(next http.Handler) http.Handler {
 // or refused) and logged with what would have happened.
 func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args map[string]any) policy.Decision {
 	start := time.Now()
-	d := s.policy.Decide(ctx, p, tool, args)
+	ectx, cancel := context.WithTimeout(ctx, s.cfg.Policy.EvalTimeout)
+	d := s.policy.Decide(ectx, p, tool, args)
+	cancel()
 	eval := time.Since(start)
 	result, code := resultAllow, reasonAllowed
 	switch {
@@ -180,7 +231,9 @@ func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args
 // the decision. On an evaluation error nothing is visible (outside dry-run).
 func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]bool {
 	start := time.Now()
-	visible, err := s.policy.Visible(ctx, p)
+	ectx, cancel := context.WithTimeout(ctx, s.cfg.Policy.EvalTimeout)
+	visible, err := s.policy.Visible(ectx, p)
+	cancel()
 	eval := time.Since(start)
 	e := entry{ID: uuid.NewString(), Principal: p, Action: policy.ActionList, Result: resultAllow, Revision: s.policy.Revision(), Eval: eval, Err: err}
 	code := reasonAllowed

@@ -27,7 +27,7 @@ import (
 // gate is a running toolgate on loopback, with its own copy of the default
 // policy that a test may edit.
 type gate struct {
-	t         *testing.T
+	t         testing.TB
 	URL       string // public URL, no trailing slash
 	PolicyDir string
 	Config    *config.Config
@@ -85,7 +85,7 @@ func withScopes(s ...string) gateOption {
 }
 
 // startGate runs toolgate trusting the tenants and waits until it is ready.
-func startGate(t *testing.T, tenants []*idptest.Tenant, opts ...gateOption) *gate {
+func startGate(t testing.TB, tenants []*idptest.Tenant, opts ...gateOption) *gate {
 	t.Helper()
 	g, _ := launch(t, tenants, opts...)
 	g.waitReady()
@@ -93,7 +93,7 @@ func startGate(t *testing.T, tenants []*idptest.Tenant, opts ...gateOption) *gat
 }
 
 // startGateNotReady runs toolgate without waiting for readiness.
-func startGateNotReady(t *testing.T, tenants []*idptest.Tenant, opts ...gateOption) *gate {
+func startGateNotReady(t testing.TB, tenants []*idptest.Tenant, opts ...gateOption) *gate {
 	t.Helper()
 	g, _ := launch(t, tenants, opts...)
 	return g
@@ -101,14 +101,14 @@ func startGateNotReady(t *testing.T, tenants []*idptest.Tenant, opts ...gateOpti
 
 // startStoppableGate runs toolgate and returns a stop function that shuts it
 // down the way SIGTERM does and returns Serve's error.
-func startStoppableGate(t *testing.T, tenants []*idptest.Tenant, opts ...gateOption) (*gate, func() error) {
+func startStoppableGate(t testing.TB, tenants []*idptest.Tenant, opts ...gateOption) (*gate, func() error) {
 	t.Helper()
 	g, stop := launch(t, tenants, opts...)
 	g.waitReady()
 	return g, stop
 }
 
-func launch(t *testing.T, tenants []*idptest.Tenant, opts ...gateOption) (*gate, func() error) {
+func launch(t testing.TB, tenants []*idptest.Tenant, opts ...gateOption) (*gate, func() error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -206,7 +206,7 @@ func (g *gate) writePolicyFile(name, content string) {
 }
 
 // copyPolicy copies the repository's default policy to a temporary folder.
-func copyPolicy(t *testing.T) string {
+func copyPolicy(t testing.TB) string {
 	t.Helper()
 	dst := t.TempDir()
 	src := filepath.Join("..", "rego")
@@ -259,7 +259,7 @@ func (g *gate) dial(token string, opts ...transport.StreamableHTTPCOption) (*cli
 	return c, nil
 }
 
-func toolNames(t *testing.T, c *client.Client) []string {
+func toolNames(t testing.TB, c *client.Client) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -308,7 +308,7 @@ func (g *gate) rawPost(token, session, body string, header ...string) *http.Resp
 	return resp
 }
 
-func readAll(t *testing.T, r io.Reader) string {
+func readAll(t testing.TB, r io.Reader) string {
 	t.Helper()
 	b, err := io.ReadAll(r)
 	if err != nil {

@@ -26,9 +26,9 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
-var logs sync.Map // *testing.T -> *logBuffer
+var logs sync.Map // testing.TB -> *logBuffer
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	buf := &logBuffer{}
 	logs.Store(t, buf)
 	t.Cleanup(func() {
@@ -40,7 +40,7 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-func logOf(t *testing.T) string {
+func logOf(t testing.TB) string {
 	if b, ok := logs.Load(t); ok {
 		return b.(*logBuffer).String()
 	}

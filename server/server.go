@@ -186,7 +186,7 @@ func New(o Options) (*Server, error) {
 	if cfg.Metrics.Listen == "" {
 		r.Handle("/metrics", s.metrics.handler()).Methods(http.MethodGet)
 	}
-	r.Handle("/mcp", s.checkOrigin(s.authenticate(s.bindSession(s.gateCall(s.streamable)))))
+	r.Handle("/mcp", s.checkOrigin(s.authenticate(s.bindSession(s.gateRequest(s.streamable)))))
 	r.HandleFunc("/.well-known/oauth-protected-resource", s.serveMetadata).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
 	r.HandleFunc("/.well-known/oauth-protected-resource/mcp", s.serveMetadata).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
 	r.HandleFunc("/healthz", s.serveHealth).Methods(http.MethodGet, http.MethodHead)
@@ -243,6 +243,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	hs := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second, // the body too; responses may stream, so no WriteTimeout
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),

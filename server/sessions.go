@@ -18,6 +18,7 @@ import (
 type sessions struct {
 	mu       sync.Mutex
 	owner    map[string]string // session id -> principal key
+	count    map[string]int    // principal key -> open sessions
 	onChange func(active int)
 }
 
@@ -25,7 +26,14 @@ func newSessions(onChange func(int)) *sessions {
 	if onChange == nil {
 		onChange = func(int) {}
 	}
-	return &sessions{owner: map[string]string{}, onChange: onChange}
+	return &sessions{owner: map[string]string{}, count: map[string]int{}, onChange: onChange}
+}
+
+// mayOpen reports whether the principal holds fewer than limit sessions.
+func (s *sessions) mayOpen(principal string, limit int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count[principal] < limit
 }
 
 // owns reports whether the session exists and belongs to the principal.
@@ -70,6 +78,7 @@ func (m boundManager) Generate() string {
 	id := "mcp-session-" + uuid.NewString()
 	m.s.mu.Lock()
 	m.s.owner[id] = m.principal
+	m.s.count[m.principal]++
 	n := len(m.s.owner)
 	m.s.mu.Unlock()
 	m.s.onChange(n)
@@ -88,6 +97,9 @@ func (m boundManager) Terminate(id string) (bool, error) {
 	owner, ok := m.s.owner[id]
 	if ok && (!m.known || owner == m.principal) {
 		delete(m.s.owner, id)
+		if m.s.count[owner]--; m.s.count[owner] <= 0 {
+			delete(m.s.count, owner)
+		}
 	}
 	n := len(m.s.owner)
 	m.s.mu.Unlock()
