@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -27,6 +28,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/types"
 
 	"github.com/toolgate/toolgate/idp"
 )
@@ -235,6 +237,7 @@ func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args
 	if cacheable {
 		if d, ok := c.calls.Get(key); ok {
 			d.ID = id
+			d.RequiredScopes = slices.Clone(d.RequiredScopes) // a value: callers may change theirs
 			return d
 		}
 	}
@@ -260,7 +263,9 @@ func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args
 		d.Reason = "denied by policy"
 	}
 	if cacheable {
-		c.calls.Add(key, d)
+		cached := d
+		cached.RequiredScopes = slices.Clone(d.RequiredScopes)
+		c.calls.Add(key, cached)
 	}
 	return d
 }
@@ -281,8 +286,12 @@ func (d *Decision) read(v any) error {
 	if !ok {
 		return fmt.Errorf("decision is %T", v)
 	}
-	d.Visible, _ = m["visible"].(bool)
-	d.Allowed, _ = m["allow"].(bool)
+	if d.Visible, ok = m["visible"].(bool); !ok {
+		return wrongType(m["visible"], "visible_tools must be a set of strings")
+	}
+	if d.Allowed, ok = m["allow"].(bool); !ok {
+		return wrongType(m["allow"], "allow must be a boolean")
+	}
 	reason, ok := m["reason"].(string)
 	if !ok {
 		return wrongType(m["reason"], "reason must be a string")
@@ -424,14 +433,24 @@ func (e *Engine) compile() (*compiled, error) {
 	if !hasPackage(modules, "data.mcp.authz") {
 		return nil, fmt.Errorf("%s: no module declares package mcp.authz", src)
 	}
-	wrapper, err := ast.ParseModule("toolgate/wrapper.rego", wrapperModule)
+	// The operator's modules alone first, so that their errors name their
+	// files; then with the wrapper, whose only errors can be rules of the
+	// wrong type, reported at the operator's rule.
+	own := ast.NewCompiler()
+	if own.Compile(modules); own.Failed() {
+		return nil, own.Errors
+	}
+	if err := checkContractTypes(own); err != nil {
+		return nil, err
+	}
+	wrapper, err := ast.ParseModule(wrapperFile, wrapperModule)
 	if err != nil {
 		return nil, err
 	}
-	modules["toolgate/wrapper.rego"] = wrapper
+	modules[wrapperFile] = wrapper
 	compiler := ast.NewCompiler()
 	if compiler.Compile(modules); compiler.Failed() {
-		return nil, compiler.Errors
+		return nil, blameRules(compiler)
 	}
 	store := inmem.NewFromObject(res.Documents)
 	prepare := func(q string) (rego.PreparedEvalQuery, error) {
@@ -454,6 +473,93 @@ func (e *Engine) compile() (*compiled, error) {
 		c.calls, _ = lru.New[string, Decision](e.opts.CacheSize)
 	}
 	return c, nil
+}
+
+const wrapperFile = "toolgate/wrapper.rego"
+
+// contractTypes are the types the gate reads the contract's rules as.
+var contractTypes = map[string]string{
+	"visible_tools":   "a set of strings",
+	"allow":           "a boolean",
+	"reason":          "a string",
+	"required_scopes": "a set of strings",
+}
+
+// checkContractTypes refuses a contract rule whose type the type checker
+// already knows to be wrong (`allow := "yes"`), at the rule's own line.
+// Types known only at evaluation (values from data) are checked then.
+func checkContractTypes(c *ast.Compiler) error {
+	var errs ast.Errors
+	for _, name := range slices.Sorted(maps.Keys(contractTypes)) {
+		ref := ast.MustParseRef("data.mcp.authz." + name)
+		t := c.TypeEnv.Get(ref)
+		rules := c.GetRulesExact(ref)
+		if t == nil || len(rules) == 0 || mayBe(t, name) {
+			continue
+		}
+		errs = append(errs, ast.NewError(ast.TypeErr, rules[0].Location, "%s must be %s, not %s", name, contractTypes[name], types.Sprint(t)))
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// mayBe reports whether a value of type t can be what the contract reads
+// the rule as.
+func mayBe(t types.Type, rule string) bool {
+	if anyOf, ok := t.(types.Any); ok {
+		if len(anyOf) == 0 {
+			return true // any type at all
+		}
+		for _, m := range anyOf {
+			if mayBe(m, rule) {
+				return true
+			}
+		}
+		return false
+	}
+	switch rule {
+	case "allow":
+		return types.Compare(t, types.B) == 0
+	case "reason":
+		return types.Compare(t, types.S) == 0
+	default: // a set of strings
+		set, ok := t.(*types.Set)
+		return ok && (types.Contains(set.Of(), types.S) || types.Compare(set.Of(), types.NewAny()) == 0)
+	}
+}
+
+// blameRules turns the wrapper's type errors into errors at the operator's
+// rule: "policy.rego:12: allow must be a boolean".
+func blameRules(c *ast.Compiler) error {
+	lines := strings.Split(wrapperModule, "\n")
+	var errs ast.Errors
+	for _, e := range c.Errors {
+		if e.Location == nil || e.Location.File != wrapperFile {
+			errs = append(errs, e)
+			continue
+		}
+		rule := ""
+		for row := min(e.Location.Row, len(lines)) - 1; row >= 0 && rule == ""; row-- {
+			for name := range contractTypes {
+				if strings.Contains(lines[row], "data.mcp.authz."+name) {
+					rule = name
+				}
+			}
+		}
+		if rule == "" {
+			errs = append(errs, e)
+			continue
+		}
+		msg := fmt.Sprintf("%s must be %s", rule, contractTypes[rule])
+		loc := e.Location
+		if rules := c.GetRulesExact(ast.MustParseRef("data.mcp.authz." + rule)); len(rules) > 0 {
+			loc = rules[0].Location
+		}
+		errs = append(errs, ast.NewError(ast.TypeErr, loc, "%s", msg))
+	}
+	return errs
 }
 
 func hasPackage(modules map[string]*ast.Module, pkg string) bool {

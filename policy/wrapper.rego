@@ -25,7 +25,15 @@ visible := {"error": "visible_tools must be a set of strings"} if {
 
 default allow := false
 
-allow if data.mcp.authz.allow == true
+allow := a if {
+	a := data.mcp.authz.allow
+	is_boolean(a)
+}
+
+allow := {"error": "allow must be a boolean"} if {
+	a := data.mcp.authz.allow
+	not is_boolean(a)
+}
 
 default reason := ""
 
@@ -65,6 +73,8 @@ tool_visible if {
 	is_set(visible)
 	input.tool.name in visible
 }
+
+tool_visible := visible if not is_set(visible)
 
 call := {
 	"visible": tool_visible,

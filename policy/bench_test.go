@@ -1,0 +1,132 @@
+package policy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/toolgate/toolgate/policy"
+)
+
+// benchEngine is the default policy (../rego/policy.rego) over a synthetic
+// catalog of n tools, with a data.json whose rules grant every authenticated
+// principal the even-numbered half of them and the other half only to a
+// permission the benchmark's principal lacks.
+//
+// cacheSize is Options.CacheSize: 0 for the default caches, -1 for none.
+func benchEngine(b *testing.B, n, cacheSize int) *policy.Engine {
+	b.Helper()
+	module, err := os.ReadFile(filepath.Join(defaultDir, "policy.rego"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	catalog := make([]policy.Tool, n)
+	rules := map[string]any{}
+	for i := range n {
+		name := fmt.Sprintf("tool_%04d", i)
+		catalog[i] = policy.Tool{
+			Name:        name,
+			Description: "synthetic tool " + name,
+			Annotations: map[string]any{"readOnlyHint": i%3 == 0},
+		}
+		if i%2 == 0 {
+			rules[name] = map[string]any{"arguments": map[string]any{"text": map[string]any{"max_length": 100}}}
+		} else {
+			rules[name] = map[string]any{"any_of": map[string]any{"permissions": []string{"odd_tools"}}}
+		}
+	}
+	data, err := json.Marshal(map[string]any{"tool_rules": rules, "role_permissions": map[string]any{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := policyDir(b, map[string]string{"policy.rego": string(module), "data.json": string(data)})
+	e := mustNew(b, policy.Source{Dir: dir}, catalog, policy.Options{CacheSize: cacheSize})
+	set, err := e.Visible(context.Background(), user(nil, nil))
+	if err != nil || len(set) != n/2 {
+		b.Fatalf("Visible: %d tools (want %d), %v", len(set), n/2, err)
+	}
+	return e
+}
+
+// caches are the two settings benchmarked: the default decision caches (a
+// repeated question is a cache hit) and none (every call evaluates the
+// policy).
+var caches = []struct {
+	name string
+	size int
+}{{"cache=on", 0}, {"cache=off", -1}}
+
+func BenchmarkVisible(b *testing.B) {
+	for _, n := range []int{50, 1000} {
+		for _, c := range caches {
+			b.Run(fmt.Sprintf("tools=%d/%s", n, c.name), func(b *testing.B) {
+				e := benchEngine(b, n, c.size)
+				p := user([]string{"unrelated"}, []string{"openid"})
+				ctx := context.Background()
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := e.Visible(ctx, p); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkDecide(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{50, 1000} {
+		for _, c := range caches {
+			b.Run(fmt.Sprintf("tools=%d/%s", n, c.name), func(b *testing.B) {
+				e := benchEngine(b, n, c.size)
+				p := user([]string{"unrelated"}, []string{"openid"})
+				args := map[string]any{"text": "hello"}
+				if d := e.Decide(ctx, p, "tool_0000", args); !d.Allowed {
+					b.Fatalf("Decide = %+v, want allowed", d)
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					if d := e.Decide(ctx, p, "tool_0000", args); d.Err != nil {
+						b.Fatal(d.Err)
+					}
+				}
+			})
+		}
+	}
+	// Arguments that differ on every call (a prompt, a query) miss the
+	// decision cache, which is keyed by them: each call evaluates.
+	for _, n := range []int{50, 1000} {
+		b.Run(fmt.Sprintf("tools=%d/cache=on/distinct-args", n), func(b *testing.B) {
+			e := benchEngine(b, n, 0)
+			p := user([]string{"unrelated"}, []string{"openid"})
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				if d := e.Decide(ctx, p, "tool_0000", map[string]any{"text": fmt.Sprint(i)}); d.Err != nil || !d.Allowed {
+					b.Fatal(d)
+				}
+			}
+		})
+	}
+	for _, c := range caches {
+		b.Run("default policy step-up/"+c.name, func(b *testing.B) {
+			e := mustNew(b, policy.Source{Dir: defaultDir}, defaultCatalog, policy.Options{CacheSize: c.size})
+			p := user([]string{"image_generation"}, nil)
+			args := map[string]any{"prompt": "a cat"}
+			if d := e.Decide(ctx, p, "image_generation", args); d.Allowed || len(d.RequiredScopes) != 1 {
+				b.Fatalf("Decide = %+v, want a step-up", d)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if d := e.Decide(ctx, p, "image_generation", args); d.Err != nil {
+					b.Fatal(d.Err)
+				}
+			}
+		})
+	}
+}
