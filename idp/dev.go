@@ -84,18 +84,26 @@ func writeDevKey(path string) (*ecdsa.PrivateKey, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) { // another process made it first
-		return readDevKey(path)
-	}
+	// Write a temporary file, then link it into place: another process
+	// never reads a half-written key, and the first one to link wins.
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".dev-key-*")
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	if err := pem.Encode(f, &pem.Block{Type: "EC PRIVATE KEY", Bytes: der}); err != nil {
+	defer os.Remove(tmp.Name())
+	if err := pem.Encode(tmp, &pem.Block{Type: "EC PRIVATE KEY", Bytes: der}); err != nil {
+		tmp.Close()
 		return nil, err
 	}
-	return key, f.Close()
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
+		return readDevKey(path)
+	} else if err != nil {
+		return nil, err
+	}
+	return key, nil
 }
 
 // JWKS is the issuer's public key set.

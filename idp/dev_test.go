@@ -238,3 +238,12 @@ func TestDevKeyPath(t *testing.T) {
 		t.Errorf("DevKeyPath = %q, want %q", p, want)
 	}
 }
+
+func mustDevIssuer(t *testing.T, keyPath, issuer, audience string) *DevIssuer {
+	t.Helper()
+	d, err := LoadDevIssuer(keyPath, issuer, audience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}

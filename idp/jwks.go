@@ -86,8 +86,11 @@ func (g *jwksGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 	return nil, err
 }
 
-// usableKeys lists the kids of the verification keys in a JWK Set and
-// refuses a set with none.
+// usableKeys lists the kids of the verification keys in a JWK Set. It
+// judges the set exactly as jwkset's refresh will (a key of an unsupported
+// type is skipped, any other bad key refuses the whole set), so that what it
+// reports is what the key store then holds; and it refuses a set with no
+// usable key, which jwkset would accept and so empty the store.
 func usableKeys(body []byte) ([]string, error) {
 	var set jwkset.JWKSMarshal
 	if err := json.Unmarshal(body, &set); err != nil {
@@ -95,7 +98,13 @@ func usableKeys(body []byte) ([]string, error) {
 	}
 	kids := []string{}
 	for _, k := range set.Keys {
-		if _, err := jwkset.NewJWKFromMarshal(k, jwkset.JWKMarshalOptions{}, jwkset.JWKValidateOptions{}); err == nil {
+		_, err := jwkset.NewJWKFromMarshal(k, jwkset.JWKMarshalOptions{Private: true}, jwkset.JWKValidateOptions{})
+		switch {
+		case errors.Is(err, jwkset.ErrUnsupportedKey):
+		case err != nil:
+			return nil, fmt.Errorf("JWKS key %q: %w", k.KID, err)
+		case k.KTY == jwkset.KtyRSA || k.KTY == jwkset.KtyEC || k.KTY == jwkset.KtyOKP:
+			// Only asymmetric keys verify the algorithms toolgate accepts.
 			kids = append(kids, k.KID)
 		}
 	}
@@ -158,6 +167,15 @@ func discoveryURLs(issuer string) []string {
 		urls = append(urls, u.Scheme+"://"+u.Host+"/.well-known/oauth-authorization-server"+strings.TrimSuffix(u.Path, "/"))
 	}
 	return urls
+}
+
+// refuseInsecureRedirect keeps a redirect of a discovery fetch to the same
+// rule as the URL itself: https, or http on loopback.
+func refuseInsecureRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("too many redirects")
+	}
+	return CheckFetchURL(req.URL.String())
 }
 
 func discover(ctx context.Context, client *http.Client, docURL, issuer string) (string, error) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
-	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/toolgate/toolgate/idp/idptest"
@@ -69,17 +68,11 @@ func jsonOf(v any) string {
 	return string(b)
 }
 
-// TestNormalisationPerProvider runs tokens laid out as each provider lays
-// them out through Verify and checks input.principal.
-func TestNormalisationPerProvider(t *testing.T) {
-	t.Parallel()
-	a0 := idptest.NewTenant(t, idptest.ProviderAuth0)
-	wo := idptest.NewTenant(t, idptest.ProviderWorkOS)
-	st := idptest.NewTenant(t, idptest.ProviderStytch)
-	v := startVerifier(t, []Issuer{tenantIssuer("auth0", a0), tenantIssuer("workos", wo), tenantIssuer("stytch", st)}, Options{})
-	waitReady(t, v, 5*time.Second)
+// normalisationTable runs tokens laid out as each provider lays them out
+// through Verify and checks input.principal (part of TestProviderTokens,
+// which owns the tenants and the verifier).
+func normalisationTable(t *testing.T, v *Verifier, a0, wo, st *idptest.Tenant) {
 	aud := []string{testAud}
-
 	tests := []struct {
 		name string
 		tn   *idptest.Tenant
@@ -143,8 +136,8 @@ func TestNormalisationPerProvider(t *testing.T) {
 		{
 			name: "stytch B2B token: org from https://stytch.com/organization, roles from https://stytch.com/session",
 			tn:   st,
-			c:    idptest.Claims{Audience: aud, Scopes: []string{"openid", "read:okrs", "manage:krs"}, OrgID: "organization-test-07971b06", Roles: []string{"stytch_member", "okr_admin"}, ClientID: "connected-app-test-1"},
-			want: wantPrincipal{ClientID: "connected-app-test-1", OrgID: "organization-test-07971b06", Scopes: []string{"openid", "read:okrs", "manage:krs"}, Permissions: []string{}, Roles: []string{"stytch_member", "okr_admin"}},
+			c:    idptest.Claims{Audience: aud, Scopes: []string{"openid", "read:okrs", "manage:krs"}, OrgID: "organization-test-07971B06", Roles: []string{"stytch_member", "okr_admin"}, ClientID: "connected-app-test-1"},
+			want: wantPrincipal{ClientID: "connected-app-test-1", OrgID: "organization-test-07971B06", Scopes: []string{"openid", "read:okrs", "manage:krs"}, Permissions: []string{}, Roles: []string{"stytch_member", "okr_admin"}},
 		},
 		{
 			name: "stytch consumer token: scope and client_id only",
@@ -261,5 +254,54 @@ func TestPrincipalHelpers(t *testing.T) {
 	}
 	if got, ok := PrincipalFrom(WithPrincipal(ctx, p1)); !ok || got != p1 {
 		t.Errorf("PrincipalFrom = %v, %v", got, ok)
+	}
+}
+
+// TestPrincipalFingerprint: equal for principals a policy cannot tell apart,
+// different as soon as anything a policy sees differs.
+func TestPrincipalFingerprint(t *testing.T) {
+	t.Parallel()
+	claims := func() jwt.MapClaims {
+		return jwt.MapClaims{"sub": "u1", "iss": "https://a.example/", "scope": "a b", "permissions": []any{"p"}, "org_id": "o1", "custom": map[string]any{"x": 1.0}}
+	}
+	base := normalise("auth0", "label", claims())
+	if base.Fingerprint() == "" {
+		t.Fatal("empty fingerprint")
+	}
+	if same := normalise("auth0", "label", claims()); same.Fingerprint() != base.Fingerprint() {
+		t.Error("equal principals have different fingerprints")
+	}
+	if relabelled := normalise("auth0", "another-label", claims()); relabelled.Fingerprint() != base.Fingerprint() {
+		t.Error("the issuer label, which policies do not see, changes the fingerprint")
+	}
+	hand := *base
+	hand.fingerprint = ""
+	if hand.Fingerprint() != base.Fingerprint() {
+		t.Error("a hand-built copy has another fingerprint")
+	}
+	tests := []struct {
+		name     string
+		provider string
+		change   func(c jwt.MapClaims)
+	}{
+		{"another sub", "auth0", func(c jwt.MapClaims) { c["sub"] = "u2" }},
+		{"another scope", "auth0", func(c jwt.MapClaims) { c["scope"] = "a" }},
+		{"another permission", "auth0", func(c jwt.MapClaims) { c["permissions"] = []any{"q"} }},
+		{"another org", "auth0", func(c jwt.MapClaims) { c["org_id"] = "o2" }},
+		{"another custom claim value", "auth0", func(c jwt.MapClaims) { c["custom"] = map[string]any{"x": 2.0} }},
+		{"an extra claim", "auth0", func(c jwt.MapClaims) { c["jti"] = "j1" }},
+		{"another provider", "workos", func(jwt.MapClaims) {}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := claims()
+			tc.change(c)
+			if normalise(tc.provider, "label", c).Fingerprint() == base.Fingerprint() {
+				t.Error("fingerprint unchanged")
+			}
+		})
+	}
+	if Anonymous().Fingerprint() == base.Fingerprint() || Anonymous().Fingerprint() != Anonymous().Fingerprint() {
+		t.Error("anonymous fingerprint")
 	}
 }

@@ -45,7 +45,7 @@ type Issuer struct {
 // Options tune the verifier. The zero value of each field takes the default
 // of CONTRACT.md.
 type Options struct {
-	Leeway             time.Duration // on exp, nbf and iat; default 30s
+	Leeway             time.Duration // on exp, nbf and iat; default 30s, negative for none
 	UnknownKIDInterval time.Duration // at most one refresh per issuer per interval on an unknown kid; default 10s
 	RefreshInterval    time.Duration // background refresh; default 5m
 	FetchTimeout       time.Duration // one JWKS or discovery fetch; default 5s
@@ -65,8 +65,11 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.Leeway == 0 {
+	switch {
+	case o.Leeway == 0:
 		o.Leeway = 30 * time.Second
+	case o.Leeway < 0: // explicitly none
+		o.Leeway = 0
 	}
 	if o.UnknownKIDInterval == 0 {
 		o.UnknownKIDInterval = 10 * time.Second
@@ -246,7 +249,7 @@ func (v *Verifier) load(ctx context.Context, st *issuerState) {
 // succeeds only when the first fetch does.
 func (v *Verifier) connect(ctx context.Context, st *issuerState) (keyfunc.Keyfunc, context.CancelFunc, error) {
 	name := st.cfg.Name
-	plain := &http.Client{Transport: v.opts.Transport, Timeout: v.opts.FetchTimeout}
+	plain := &http.Client{Transport: v.opts.Transport, Timeout: v.opts.FetchTimeout, CheckRedirect: refuseInsecureRedirect}
 	fetchCtx, cancelFetch := context.WithTimeout(ctx, v.opts.FetchTimeout)
 	u, err := jwksURL(fetchCtx, plain, st.cfg)
 	cancelFetch()

@@ -10,10 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +24,9 @@ import (
 
 // testAud is the resource every test issuer is configured for.
 const testAud = "https://mcp.example.com/mcp"
+
+// secondAud is a second audience some test issuers accept.
+const secondAud = "https://second.example/mcp"
 
 // ---- helpers shared by the package's tests ----
 
@@ -277,7 +282,9 @@ func TestVerifyRefusesBadTokens(t *testing.T) {
 	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
 	other := idptest.NewTenant(t, idptest.ProviderAuth0) // another tenant, also trusted
 	rec := &recorder{}
-	v := startVerifier(t, []Issuer{tenantIssuer("tenant", tn), tenantIssuer("other", other)}, Options{
+	is := tenantIssuer("tenant", tn)
+	is.Audiences = []string{testAud, secondAud}
+	v := startVerifier(t, []Issuer{is, tenantIssuer("other", other)}, Options{
 		// An unknown kid refreshes once; later ones within the minute fail
 		// at once instead of waiting for the limiter.
 		UnknownKIDInterval: time.Minute,
@@ -357,6 +364,9 @@ func TestVerifyRefusesBadTokens(t *testing.T) {
 		{name: "aud string of another resource is refused", tok: tn.Sign(nil, claims(map[string]any{"aud": "https://other.example/api"})), want: ReasonAudienceMismatch, wantIssuer: "tenant"},
 		{name: "aud array without the resource is refused", tok: tn.Sign(nil, claims(map[string]any{"aud": []string{"https://other.example/api", tn.Issuer() + "userinfo"}})), want: ReasonAudienceMismatch, wantIssuer: "tenant"},
 		{name: "aud that only prefixes the resource is refused", tok: tn.Sign(nil, claims(map[string]any{"aud": strings.TrimSuffix(testAud, "/mcp")})), want: ReasonAudienceMismatch, wantIssuer: "tenant"},
+		{name: "aud naming the issuer's second configured audience is accepted", tok: tn.Sign(nil, claims(map[string]any{"aud": secondAud}))},
+		{name: "aud array with the issuer's second audience is accepted", tok: tn.Sign(nil, claims(map[string]any{"aud": []string{"https://x.example", secondAud}}))},
+		{name: "aud accepted by another trusted issuer only is refused (audiences are per issuer)", tok: other.Sign(nil, withClaims(other.Layout(idptest.Claims{}), map[string]any{"aud": secondAud})), want: ReasonAudienceMismatch, wantIssuer: "other"},
 		{name: "missing aud is refused", tok: tn.Token(idptest.Claims{}), want: ReasonAudienceMissing, wantIssuer: "tenant"},
 		{name: "empty aud array is refused", tok: tn.Sign(nil, claims(map[string]any{"aud": []string{}})), want: ReasonAudienceMissing, wantIssuer: "tenant"},
 
@@ -488,9 +498,11 @@ func TestVerifyLeewayBoundaries(t *testing.T) {
 	}
 }
 
-// TestVerifyAcceptsValidTokens: tokens of each provider, with aud as a string
-// and as an array, with several key algorithms, are accepted.
-func TestVerifyAcceptsValidTokens(t *testing.T) {
+// TestProviderTokens: tokens of Auth0, WorkOS and Stytch tenants, with aud
+// as a string and as an array, signed with several key algorithms, are
+// accepted, and their claims are normalised per provider (the table is in
+// normalise_test.go). The tenants are shared to save RSA key generation.
+func TestProviderTokens(t *testing.T) {
 	t.Parallel()
 	a0 := idptest.NewTenant(t, idptest.ProviderAuth0)
 	wo := idptest.NewTenant(t, idptest.ProviderWorkOS)
@@ -530,68 +542,70 @@ func TestVerifyAcceptsValidTokens(t *testing.T) {
 		{"stytch token with aud as a string", st, "stytch", st.Token(idptest.Claims{Audience: aud, Extra: map[string]any{"aud": testAud}}), "string", "RS256"},
 		{"stytch B2B token with organization and session claims", st, "stytch", st.Token(idptest.Claims{Audience: aud, OrgID: "organization-test-1", Roles: []string{"stytch_member"}}), "array", "RS256"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			h, c := segments(t, tc.tok)
-			switch a := c["aud"].(type) {
-			case string:
-				if tc.audForm != "string" {
-					t.Fatalf("aud is a string, the row wants %s", tc.audForm)
+	t.Run("valid tokens are accepted", func(t *testing.T) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				h, c := segments(t, tc.tok)
+				switch a := c["aud"].(type) {
+				case string:
+					if tc.audForm != "string" {
+						t.Fatalf("aud is a string, the row wants %s", tc.audForm)
+					}
+				case []any:
+					if tc.audForm != "array" {
+						t.Fatalf("aud is an array, the row wants %s", tc.audForm)
+					}
+				default:
+					t.Fatalf("aud is %T", a)
 				}
-			case []any:
-				if tc.audForm != "array" {
-					t.Fatalf("aud is an array, the row wants %s", tc.audForm)
+				if h["alg"] != tc.alg {
+					t.Fatalf("alg is %v, the row wants %s", h["alg"], tc.alg)
 				}
-			default:
-				t.Fatalf("aud is %T", a)
-			}
-			if h["alg"] != tc.alg {
-				t.Fatalf("alg is %v, the row wants %s", h["alg"], tc.alg)
-			}
-			p := mustVerify(t, v, tc.tok)
-			if p.Sub != c["sub"] || p.Iss != tc.tn.Issuer() || p.Provider != tc.tn.Provider() || p.Issuer != tc.issuer {
-				t.Errorf("principal sub=%q iss=%q provider=%q issuer=%q; want %v %q %q %q", p.Sub, p.Iss, p.Provider, p.Issuer, c["sub"], tc.tn.Issuer(), tc.tn.Provider(), tc.issuer)
-			}
-		})
-	}
-}
-
-// TestVerifyAcceptsAnyConfiguredAudience: an issuer may list several
-// audiences; a token needs only one of them.
-func TestVerifyAcceptsAnyConfiguredAudience(t *testing.T) {
-	t.Parallel()
-	tn := idptest.NewTenant(t, idptest.ProviderWorkOS)
-	is := tenantIssuer("workos", tn)
-	is.Audiences = []string{"https://a.example/mcp", testAud}
-	v := startVerifier(t, []Issuer{is}, Options{})
-	waitReady(t, v, 5*time.Second)
-	mustVerify(t, v, tn.Token(idptest.Claims{Audience: []string{testAud}}))
-	mustVerify(t, v, tn.Token(idptest.Claims{Audience: []string{"https://a.example/mcp"}}))
-	_, err := verify(v, tn.Token(idptest.Claims{Audience: []string{"https://b.example/mcp"}}))
-	refusal(t, err, ReasonAudienceMismatch)
+				p := mustVerify(t, v, tc.tok)
+				if p.Sub != c["sub"] || p.Iss != tc.tn.Issuer() || p.Provider != tc.tn.Provider() || p.Issuer != tc.issuer {
+					t.Errorf("principal sub=%q iss=%q provider=%q issuer=%q; want %v %q %q %q", p.Sub, p.Iss, p.Provider, p.Issuer, c["sub"], tc.tn.Issuer(), tc.tn.Provider(), tc.issuer)
+				}
+			})
+		}
+	})
+	t.Run("claims are normalised", func(t *testing.T) { normalisationTable(t, v, a0, wo, st) })
 }
 
 // TestOnValidationReportsEveryOutcome: OnValidation gets (issuer name, "")
 // for a valid token and (name or "", reason) for a refused one; the error
-// text never holds the token.
+// text never holds the token. (The development issuer keeps it cheap.)
 func TestOnValidationReportsEveryOutcome(t *testing.T) {
 	t.Parallel()
-	tn := idptest.NewTenant(t, idptest.ProviderStytch)
+	keyPath := filepath.Join(t.TempDir(), "key.pem")
+	dev := mustDevIssuer(t, keyPath, devIss, devAud)
+	is, err := dev.Issuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	is.Name = "dev-prod"
 	rec := &recorder{}
-	v := startVerifier(t, []Issuer{tenantIssuer("stytch-prod", tn)}, Options{OnValidation: rec.onValidation})
-	waitReady(t, v, 5*time.Second)
-	aud := []string{testAud}
+	v := startVerifier(t, []Issuer{is}, Options{OnValidation: rec.onValidation})
+	mint := func(d *DevIssuer, ttl time.Duration) string {
+		tok, err := d.Mint(DevClaims{Sub: "alice", TTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	good := mint(dev, time.Hour)
+	goodParts := strings.Split(good, ".")
 
 	tests := []struct {
 		name string
 		tok  string
 		want validation
 	}{
-		{"valid token reports the issuer name and no reason", tn.Token(idptest.Claims{Audience: aud}), validation{"stytch-prod", ""}},
-		{"expired token reports the issuer name", tn.Token(idptest.Claims{Audience: aud, IssuedAt: time.Now().Add(-2 * time.Hour)}), validation{"stytch-prod", ReasonExpired}},
-		{"wrong audience reports the issuer name", tn.Token(idptest.Claims{Audience: []string{"https://x.example"}}), validation{"stytch-prod", ReasonAudienceMismatch}},
-		{"unknown issuer reports no issuer name", tn.Sign(nil, withClaims(tn.Layout(idptest.Claims{Audience: aud}), map[string]any{"iss": "https://attacker.example"})), validation{"", ReasonIssuerUnknown}},
-		{"alg none reports no issuer name", tn.Sign(map[string]any{"alg": "none"}, tn.Layout(idptest.Claims{Audience: aud})), validation{"", ReasonAlgNotAllowed}},
+		{"valid token reports the issuer name and no reason", good, validation{"dev-prod", ""}},
+		{"expired token reports the issuer name", mint(dev, -time.Hour), validation{"dev-prod", ReasonExpired}},
+		{"wrong audience reports the issuer name", mint(mustDevIssuer(t, keyPath, devIss, "https://x.example/mcp"), time.Hour), validation{"dev-prod", ReasonAudienceMismatch}},
+		{"unknown key reports the issuer name", mint(mustDevIssuer(t, filepath.Join(t.TempDir(), "k.pem"), devIss, devAud), time.Hour), validation{"dev-prod", ReasonKeyUnknown}},
+		{"unknown issuer reports no issuer name", mint(mustDevIssuer(t, keyPath, "https://attacker.example", devAud), time.Hour), validation{"", ReasonIssuerUnknown}},
+		{"alg none reports no issuer name", b64url(`{"alg":"none"}`) + "." + goodParts[1] + ".", validation{"", ReasonAlgNotAllowed}},
 		{"malformed token reports no issuer name", "abc.def", validation{"", ReasonMalformed}},
 		{"oversized token reports no issuer name", strings.Repeat("x", MaxTokenBytes+1), validation{"", ReasonTooLarge}},
 	}
@@ -618,14 +632,21 @@ func TestOnValidationReportsEveryOutcome(t *testing.T) {
 	}
 }
 
-// TestVerifyConcurrentUse runs many verifications at once (for -race).
+// TestVerifyConcurrentUse runs many verifications at once (for -race; the
+// flood of TestUnknownKIDFloodIsRateLimited does the same with fetched keys).
 func TestVerifyConcurrentUse(t *testing.T) {
 	t.Parallel()
-	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	dev := mustDevIssuer(t, filepath.Join(t.TempDir(), "key.pem"), devIss, devAud)
+	is, err := dev.Issuer()
+	if err != nil {
+		t.Fatal(err)
+	}
 	rec := &recorder{}
-	v := startVerifier(t, []Issuer{tenantIssuer("auth0", tn)}, Options{OnValidation: rec.onValidation, OnJWKSRefresh: rec.onRefresh})
-	waitReady(t, v, 5*time.Second)
-	good := tn.Token(idptest.Claims{Audience: []string{testAud}})
+	v := startVerifier(t, []Issuer{is}, Options{OnValidation: rec.onValidation})
+	good, err := dev.Mint(DevClaims{Sub: "alice", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
 	bad := flipSignature(good)
 	var wg sync.WaitGroup
 	errs := make(chan error, 40)
@@ -749,4 +770,99 @@ func TestErrorAndReasonOf(t *testing.T) {
 	if !errors.Is(e, cause) {
 		t.Error("Error does not unwrap to its cause")
 	}
+}
+
+// fakeClock is an adjustable Options.Now.
+type fakeClock struct{ ns atomic.Int64 }
+
+func (c *fakeClock) now() time.Time  { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) set(t time.Time) { c.ns.Store(t.UnixNano()) }
+
+// TestVerifiedTokenCache: a verified token is remembered until exp plus
+// leeway; with CacheSize -1 every verification is afresh; refused tokens are
+// never remembered; the least recently used entry goes first.
+func TestVerifiedTokenCache(t *testing.T) {
+	t.Parallel()
+	tn := idptest.NewTenant(t, idptest.ProviderWorkOS)
+	t0 := time.Now().Truncate(time.Second)
+	clk := &fakeClock{}
+	clk.set(t0)
+	rec := &recorder{}
+	is := tenantIssuer("workos", tn)
+	cached := startVerifier(t, []Issuer{is}, Options{Now: clk.now, OnValidation: rec.onValidation})
+	uncached := startVerifier(t, []Issuer{is}, Options{Now: clk.now, CacheSize: -1})
+	tiny := startVerifier(t, []Issuer{is}, Options{Now: clk.now, CacheSize: 1})
+	for _, v := range []*Verifier{cached, uncached, tiny} {
+		waitReady(t, v, 5*time.Second)
+	}
+	aud := []string{testAud}
+	tok := tn.Token(idptest.Claims{Audience: aud, IssuedAt: t0, TTL: time.Minute}) // exp t0+60s
+
+	t.Run("a cache hit gives the same principal and still reports the validation", func(t *testing.T) {
+		clk.set(t0)
+		from := rec.validationCount()
+		p1 := mustVerify(t, cached, tok)
+		p2 := mustVerify(t, cached, tok)
+		if p1 != p2 {
+			t.Error("the second verification did not come from the cache")
+		}
+		if got, want := rec.validationsSince(from), []validation{{"workos", ""}, {"workos", ""}}; !reflect.DeepEqual(got, want) {
+			t.Errorf("OnValidation calls = %v, want %v", got, want)
+		}
+	})
+	t.Run("with CacheSize -1 every verification is afresh", func(t *testing.T) {
+		clk.set(t0)
+		p1 := mustVerify(t, uncached, tok)
+		p2 := mustVerify(t, uncached, tok)
+		if p1 == p2 {
+			t.Error("CacheSize -1 still caches")
+		}
+		if !reflect.DeepEqual(p1, p2) {
+			t.Errorf("two verifications of one token differ:\n%+v\n%+v", p1, p2)
+		}
+	})
+	for _, v := range []struct {
+		name string
+		v    *Verifier
+	}{{"cached", cached}, {"uncached", uncached}} {
+		t.Run(v.name+": accepted until exp plus leeway, then refused as expired", func(t *testing.T) {
+			clk.set(t0)
+			mustVerify(t, v.v, tok)
+			clk.set(t0.Add(time.Minute + 29*time.Second))
+			mustVerify(t, v.v, tok)
+			clk.set(t0.Add(time.Minute + 30*time.Second))
+			_, err := verify(v.v, tok)
+			refusal(t, err, ReasonExpired)
+			clk.set(t0.Add(time.Hour))
+			_, err = verify(v.v, tok)
+			refusal(t, err, ReasonExpired)
+			clk.set(t0)
+			mustVerify(t, v.v, tok)
+		})
+	}
+	t.Run("refused tokens are never cached", func(t *testing.T) {
+		clk.set(t0)
+		bad := flipSignature(tok)
+		for range 2 {
+			_, err := verify(cached, bad)
+			refusal(t, err, ReasonSignatureInvalid)
+		}
+		early := tn.Token(idptest.Claims{Audience: aud, NotBefore: t0.Add(time.Hour)})
+		_, err := verify(cached, early)
+		refusal(t, err, ReasonNotYetValid)
+		clk.set(t0.Add(time.Hour))
+		mustVerify(t, cached, early) // the refusal was not remembered
+	})
+	t.Run("the least recently used token is evicted", func(t *testing.T) {
+		clk.set(t0)
+		other := tn.Token(idptest.Claims{Audience: aud, IssuedAt: t0, TTL: time.Minute})
+		a1 := mustVerify(t, tiny, tok)
+		if a2 := mustVerify(t, tiny, tok); a2 != a1 {
+			t.Fatal("CacheSize 1 does not cache")
+		}
+		mustVerify(t, tiny, other)
+		if a3 := mustVerify(t, tiny, tok); a3 == a1 {
+			t.Error("the evicted token came from the cache")
+		}
+	})
 }

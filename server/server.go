@@ -119,7 +119,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.verifier, err = idp.NewVerifier(issuers, idp.Options{
-		Leeway:             cfg.Tokens.Leeway,
+		Leeway:             noneIfZero(cfg.Tokens.Leeway),
 		UnknownKIDInterval: cfg.Tokens.JWKSUnknownKIDInterval,
 		RefreshInterval:    cfg.Tokens.JWKSRefreshInterval,
 		FetchTimeout:       cfg.Tokens.JWKSTimeout,
@@ -322,6 +322,15 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	}
 	body["ready"] = status == http.StatusOK
 	writeJSON(w, status, body)
+}
+
+// noneIfZero maps a configured leeway, where 0 means none, to idp's
+// options, where 0 means the default and a negative leeway none.
+func noneIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // offIfZero maps a configured cache size, where 0 means off, to the
