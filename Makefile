@@ -34,3 +34,11 @@ test-go:
 test-rego:
 	$(GO) tool opa check --strict rego/
 	$(GO) tool opa test -v rego/
+
+# Performance: Go micro-benchmarks (token verification, decisions,
+# visible_tools for 50 and 1000 tools, startup, session memory), then the
+# end-to-end load comparison against a bare mcp-go server in one run.
+.PHONY: bench
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./idp/ ./policy/ ./server/
+	$(GO) run ./bench/load
