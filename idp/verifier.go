@@ -119,6 +119,45 @@ type issuerState struct {
 	generation atomic.Uint64
 	mu         sync.Mutex
 	kids       map[string]bool // the kids of the last good JWKS
+	lastGood   time.Time       // of the last good fetch
+	lastErr    error           // of the last fetch; nil when it was good
+}
+
+// IssuerStatus is what an operator needs to know of one issuer's keys.
+type IssuerStatus struct {
+	Name       string    `json:"name"`
+	KeysLoaded bool      `json:"keys_loaded"`
+	Keys       int       `json:"keys"`
+	LastGood   time.Time `json:"last_good_fetch,omitzero"`
+	LastError  string    `json:"last_fetch_error,omitempty"`
+}
+
+// Status reports every issuer's keys, sorted by name.
+func (v *Verifier) Status() []IssuerStatus {
+	out := make([]IssuerStatus, 0, len(v.byIss))
+	for _, st := range v.byIss {
+		st.mu.Lock()
+		s := IssuerStatus{Name: st.cfg.Name, KeysLoaded: st.keys.Load() != nil, Keys: len(st.kids), LastGood: st.lastGood}
+		if st.lastErr != nil {
+			s.LastError = st.lastErr.Error()
+		}
+		st.mu.Unlock()
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b IssuerStatus) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (st *issuerState) fetched(err error, kids []string) {
+	if err == nil {
+		st.keysFetched(kids)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.lastErr = err
+	if err == nil {
+		st.lastGood = time.Now()
+	}
 }
 
 // verified is a cached verification: the principal, until when the token
@@ -262,9 +301,7 @@ func (v *Verifier) connect(ctx context.Context, st *issuerState) (keyfunc.Keyfun
 	guarded := &http.Client{
 		Timeout: v.opts.FetchTimeout,
 		Transport: &jwksGuard{base: v.opts.Transport, report: func(err error, kids []string) {
-			if err == nil {
-				st.keysFetched(kids)
-			}
+			st.fetched(err, kids)
 			v.opts.OnJWKSRefresh(name, err, len(kids))
 		}},
 		// A JWKS is fetched from the URL named, never from a redirect.

@@ -25,12 +25,13 @@ type decisionLog struct {
 	redact  map[string]bool // argument names whose values are hidden
 	closer  io.Closer
 	failed  func()
+	log     *slog.Logger // where its own failures are told
 	lastErr atomic.Pointer[error]
 }
 
 // openDecisionLog opens the configured output: stderr, stdout or a file
 // (appended, created 0600).
-func openDecisionLog(c config.DecisionLog, failed func()) (*decisionLog, error) {
+func openDecisionLog(c config.DecisionLog, log *slog.Logger, failed func()) (*decisionLog, error) {
 	var w io.Writer
 	var closer io.Closer
 	switch c.Output {
@@ -45,10 +46,10 @@ func openDecisionLog(c config.DecisionLog, failed func()) (*decisionLog, error) 
 		}
 		w, closer = f, f
 	}
-	return newDecisionLog(w, c, closer, failed), nil
+	return newDecisionLog(w, c, closer, log, failed), nil
 }
 
-func newDecisionLog(w io.Writer, c config.DecisionLog, closer io.Closer, failed func()) *decisionLog {
+func newDecisionLog(w io.Writer, c config.DecisionLog, closer io.Closer, log *slog.Logger, failed func()) *decisionLog {
 	if failed == nil {
 		failed = func() {}
 	}
@@ -58,6 +59,7 @@ func newDecisionLog(w io.Writer, c config.DecisionLog, closer io.Closer, failed 
 		redact:  set(c.Redact),
 		closer:  closer,
 		failed:  failed,
+		log:     log,
 	}
 }
 
@@ -119,11 +121,15 @@ func (l *decisionLog) write(ctx context.Context, e entry) {
 		slog.Float64("eval_ms", float64(e.Eval.Microseconds())/1000),
 	)
 	if err := l.handler.Handle(ctx, r); err != nil {
-		l.lastErr.Store(&err)
+		if l.lastErr.Swap(&err) == nil {
+			l.log.Error("decision log write failed; decisions are still enforced", "error", err)
+		}
 		l.failed()
 		return
 	}
-	l.lastErr.Store(nil)
+	if l.lastErr.Swap(nil) != nil {
+		l.log.Info("decision log writes again")
+	}
 }
 
 // Err is why the latest line could not be written, or nil.

@@ -322,3 +322,10 @@ const initializeBody = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{
 func callBody(tool string, args string) string {
 	return `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"` + tool + `","arguments":` + args + `}}`
 }
+
+func removeAll(t testing.TB, dir string) {
+	t.Helper()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -114,8 +114,8 @@ func New(o Options) (*Server, error) {
 	s.metrics = newMetrics(s.catalog, names)
 	s.sessions = newSessions(func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
 	if o.DecisionLog != nil {
-		s.decisions = newDecisionLog(o.DecisionLog, cfg.DecisionLog, nil, s.metrics.decisionLogFail.Inc)
-	} else if s.decisions, err = openDecisionLog(cfg.DecisionLog, s.metrics.decisionLogFail.Inc); err != nil {
+		s.decisions = newDecisionLog(o.DecisionLog, cfg.DecisionLog, nil, o.Logger, s.metrics.decisionLogFail.Inc)
+	} else if s.decisions, err = openDecisionLog(cfg.DecisionLog, o.Logger, s.metrics.decisionLogFail.Inc); err != nil {
 		return nil, err
 	}
 	s.verifier, err = idp.NewVerifier(issuers, idp.Options{
@@ -257,7 +257,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	s.streamable.CloseSessions(sctx) // end the long-lived GET streams first
+	// End the long-lived GET streams and mcp-go's idle-session sweeper
+	// first, so that the HTTP shutdown only waits for real requests.
+	_ = s.streamable.Shutdown(sctx)
 	err := hs.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("shutdown grace period over; closing open connections")
@@ -320,6 +322,7 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 		status = http.StatusServiceUnavailable
 		body["issuers_without_keys"] = pending
 	}
+	body["issuers"] = s.verifier.Status()
 	body["ready"] = status == http.StatusOK
 	writeJSON(w, status, body)
 }
