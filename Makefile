@@ -42,3 +42,11 @@ test-rego:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./idp/ ./policy/ ./server/
 	$(GO) run ./bench/load
+
+# End to end against software nobody here wrote: Ory Hydra (built from the Go
+# module proxy, testdata/hydra), the MCP TypeScript SDK, MCP Inspector and the
+# MCP conformance suite (npm, e2e/package-lock.json). Builds what is not
+# cached, starts everything on loopback, runs e2e/tests, stops it all.
+.PHONY: e2e
+e2e:
+	bash e2e/run.sh
