@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/policy"
 )
 
 // Config is the whole configuration file.
@@ -308,4 +310,46 @@ func checkURL(s string) string {
 func IsLoopbackURL(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && idp.IsLoopbackHost(u.Hostname())
+}
+
+// IdPIssuers are the configured issuers as the verifier takes them.
+func (c *Config) IdPIssuers() []idp.Issuer {
+	out := make([]idp.Issuer, 0, len(c.Issuers))
+	for _, is := range c.Issuers {
+		out = append(out, idp.Issuer{Name: is.Name, Provider: is.Provider, Issuer: is.Issuer, Audiences: is.Audience, JWKSURL: is.JWKSURL})
+	}
+	return out
+}
+
+// VerifierOptions are the token settings as the verifier takes them.
+func (c *Config) VerifierOptions() idp.Options {
+	leeway := c.Tokens.Leeway
+	if leeway == 0 {
+		leeway = -1 // idp's way of saying none; its zero is the default
+	}
+	return idp.Options{
+		Leeway:             leeway,
+		UnknownKIDInterval: c.Tokens.JWKSUnknownKIDInterval,
+		RefreshInterval:    c.Tokens.JWKSRefreshInterval,
+		FetchTimeout:       c.Tokens.JWKSTimeout,
+		CacheSize:          OffIfZero(c.Tokens.CacheSize),
+	}
+}
+
+// PolicySource is where the policy comes from: policy.dir, or the default
+// policy compiled into the binary (embedded) when it is empty.
+func (c *Config) PolicySource(embedded fs.FS) policy.Source {
+	if c.Policy.Dir == "" {
+		return policy.Source{FS: embedded}
+	}
+	return policy.Source{Dir: c.Policy.Dir}
+}
+
+// OffIfZero maps a configured cache size, where 0 means off, to the
+// packages' options, where 0 means the default and a negative size off.
+func OffIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

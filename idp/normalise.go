@@ -16,6 +16,13 @@ const (
 	stytchSession      = "https://stytch.com/session"
 )
 
+// Normalise maps the claims of a token of the given provider preset to its
+// principal, as the verifier does once the token is valid; for explaining a
+// decision from claims alone.
+func Normalise(provider, issuer string, claims map[string]any) *Principal {
+	return normalise(provider, issuer, jwt.MapClaims(claims))
+}
+
 // normalise maps a validated token's claims to the principal of CONTRACT.md
 // ("Identity handed to policies"). Every provider gets the generic claims
 // (scope/scp, permissions, role/roles, org_id, client_id/azp); Stytch adds

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -28,6 +29,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/types"
 
 	"github.com/toolgate/toolgate/idp"
@@ -35,6 +37,22 @@ import (
 
 //go:embed wrapper.rego
 var wrapperModule string
+
+//go:embed input.schema.json
+var inputSchemaJSON []byte
+
+// inputSchema closes the input to what the contract provides, so that a
+// typo such as input.principal.permision is a compile error at its line
+// instead of a rule that silently matches nothing.
+var inputSchema = func() *ast.SchemaSet {
+	var schema any
+	if err := json.Unmarshal(inputSchemaJSON, &schema); err != nil {
+		panic(err)
+	}
+	ss := ast.NewSchemaSet()
+	ss.Put(ast.SchemaRootRef, schema)
+	return ss
+}()
 
 // The actions of the policy contract.
 const (
@@ -91,14 +109,15 @@ type Options struct {
 // Engine holds the compiled policy and swaps it atomically on reload, so an
 // evaluation never sees a half-updated policy.
 type Engine struct {
-	src     Source
-	opts    Options
-	catalog []any     // the catalog as policy input, built once
-	tools   ast.Value // the same, parsed once
-	annots  map[string]ast.Value
-	cur     atomic.Pointer[compiled]
-	mu      sync.Mutex // serialises reloads
-	lastErr atomic.Pointer[error]
+	src      Source
+	opts     Options
+	toolList []Tool    // the catalog as given
+	catalog  []any     // the catalog as policy input, built once
+	tools    ast.Value // the same, parsed once
+	annots   map[string]ast.Value
+	cur      atomic.Pointer[compiled]
+	mu       sync.Mutex // serialises reloads
+	lastErr  atomic.Pointer[error]
 }
 
 // compiled is one revision of the policy with its prepared queries and its
@@ -127,7 +146,7 @@ func New(src Source, catalog []Tool, opts Options) (*Engine, error) {
 	if opts.CacheSize == 0 {
 		opts.CacheSize = 10000
 	}
-	e := &Engine{src: src, opts: opts, catalog: []any{}, annots: map[string]ast.Value{}}
+	e := &Engine{src: src, opts: opts, toolList: catalog, catalog: []any{}, annots: map[string]ast.Value{}}
 	for _, t := range catalog {
 		ann := t.Annotations
 		if ann == nil {
@@ -268,6 +287,25 @@ func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args
 		c.calls.Add(key, cached)
 	}
 	return d
+}
+
+// Trace evaluates a decision afresh, bypassing the caches, and writes OPA's
+// evaluation trace to w: of the call of tool, or of visible_tools when tool
+// is empty. It is for explaining a decision, not for serving one.
+func (e *Engine) Trace(ctx context.Context, p *idp.Principal, tool string, args map[string]any, w io.Writer) error {
+	c := e.cur.Load()
+	action, query := ActionCall, c.call
+	if tool == "" {
+		action, query = ActionList, c.list
+	}
+	in, err := e.input(p, action, tool, args)
+	if err != nil {
+		return err
+	}
+	buf := topdown.NewBufferTracer()
+	_, err = query.Eval(ctx, rego.EvalParsedInput(in), rego.EvalQueryTracer(buf))
+	topdown.PrettyTraceWithLocation(w, *buf)
+	return err
 }
 
 // callKey identifies a call for the decision cache: the principal's
@@ -429,20 +467,17 @@ func (e *Engine) compile() (*compiled, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The operator's modules alone first, through the same check as
+	// `toolgate policy check`, so that every error names the operator's file
+	// and line; then with the wrapper.
+	_, findings := check(src, res, e.toolList)
+	if errs := findings.Errors(); len(errs) > 0 {
+		return nil, errs
+	}
+	for _, f := range findings {
+		e.opts.Logger.Warn("policy check", "finding", f.String())
+	}
 	modules := res.ParsedModules()
-	if !hasPackage(modules, "data.mcp.authz") {
-		return nil, fmt.Errorf("%s: no module declares package mcp.authz", src)
-	}
-	// The operator's modules alone first, so that their errors name their
-	// files; then with the wrapper, whose only errors can be rules of the
-	// wrong type, reported at the operator's rule.
-	own := ast.NewCompiler()
-	if own.Compile(modules); own.Failed() {
-		return nil, own.Errors
-	}
-	if err := checkContractTypes(own); err != nil {
-		return nil, err
-	}
 	wrapper, err := ast.ParseModule(wrapperFile, wrapperModule)
 	if err != nil {
 		return nil, err

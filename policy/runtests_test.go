@@ -114,7 +114,7 @@ func TestRunTests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var out bytes.Buffer
-			err := policy.RunTests(context.Background(), tc.dir(t), &out, tc.verbose)
+			err := policy.RunTests(context.Background(), tc.dir(t), &out, policy.TestOptions{Verbose: tc.verbose})
 			switch {
 			case tc.wantErr == "" && err != nil:
 				t.Fatalf("RunTests: %v\n%s", err, out.String())

@@ -5,17 +5,31 @@ import (
 	"errors"
 	"io"
 
+	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/tester"
 )
 
+// TestOptions are `opa test`'s -v and --coverage.
+type TestOptions struct {
+	Verbose  bool
+	Coverage bool // report coverage as JSON instead of the test results
+}
+
 // RunTests runs the Rego unit tests under dir the way `opa test dir` does,
-// with OPA's own test runner and reporter, and says whether all passed.
-func RunTests(ctx context.Context, dir string, out io.Writer, verbose bool) error {
+// with OPA's own test runner and reporters, and says whether all passed.
+func RunTests(ctx context.Context, dir string, out io.Writer, o TestOptions) error {
 	modules, store, err := tester.Load([]string{dir}, nil)
 	if err != nil {
 		return err
 	}
-	ch, err := tester.NewRunner().SetStore(store).EnableTracing(verbose).Run(ctx, modules)
+	runner := tester.NewRunner().SetStore(store).EnableTracing(o.Verbose)
+	var reporter tester.Reporter = tester.PrettyReporter{Output: out, Verbose: o.Verbose, FailureLine: true}
+	if o.Coverage {
+		cov := cover.New()
+		runner = runner.SetCoverageQueryTracer(cov).SetCoverageRuns([]cover.Kind{cover.KindIndexExcluded, cover.KindEarlyExit})
+		reporter = tester.JSONCoverageReporter{Cover: cov, Modules: modules, Output: out, Verbose: o.Verbose}
+	}
+	ch, err := runner.Run(ctx, modules)
 	if err != nil {
 		return err
 	}
@@ -28,7 +42,7 @@ func RunTests(ctx context.Context, dir string, out io.Writer, verbose bool) erro
 			counted <- r
 		}
 	}()
-	if err := (tester.PrettyReporter{Output: out, Verbose: verbose, FailureLine: true}).Report(counted); err != nil {
+	if err := reporter.Report(counted); err != nil {
 		return err
 	}
 	if len(results) == 0 {

@@ -13,9 +13,8 @@ func TestVisible(t *testing.T) {
 	t.Parallel()
 	dirEngine := mustNew(t, policy.Source{Dir: defaultDir}, defaultCatalog, policy.Options{})
 	fsEngine := mustNew(t, policy.Source{FS: defaultpolicy.FS}, defaultCatalog, policy.Options{})
-	// The default policy names image_generation, add and whoami; a smaller
-	// catalog must bound what is visible.
-	smallEngine := mustNew(t, policy.Source{Dir: defaultDir}, catalogOf("add", "not_in_policy"), policy.Options{})
+	// A catalog tool that the policy gives no rule is never visible.
+	bigEngine := mustNew(t, policy.Source{Dir: defaultDir}, catalogOf("add", "image_generation", "whoami", "not_in_policy"), policy.Options{})
 
 	cases := []struct {
 		name   string
@@ -35,7 +34,7 @@ func TestVisible(t *testing.T) {
 		{"principal with nil slices is treated like empty ones", dirEngine, &idp.Principal{Sub: "s", Provider: "auth0"}, []string{"add", "whoami"}},
 		{"embedded default policy agrees for a user", fsEngine, user(nil, nil), []string{"add", "whoami"}},
 		{"embedded default policy agrees for anonymous", fsEngine, idp.Anonymous(), []string{}},
-		{"tool named in policy but absent from catalog never appears", smallEngine, user([]string{"image_generation"}, nil), []string{"add"}},
+		{"catalog tool without a rule never appears", bigEngine, user([]string{"image_generation"}, nil), []string{"add", "image_generation", "whoami"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

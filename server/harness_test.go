@@ -154,9 +154,13 @@ func launch(t testing.TB, tenants []*idptest.Tenant, opts ...gateOption) (*gate,
 	return &gate{t: t, URL: cfg.PublicURL, PolicyDir: dir, Config: cfg, srv: srv, decisions: decisions}, stop
 }
 
-// slowTool is a tool that signals when it starts and finishes when released.
+// slowTool is a tool that signals when it starts and finishes when released;
+// it is the whole catalog, and the policy lets everyone use it.
 func slowTool(started chan<- struct{}, release <-chan struct{}) gateOption {
-	return withOptions(func(o *server.Options) {
+	return func(c *config.Config, o *server.Options) {
+		if err := os.WriteFile(filepath.Join(c.Policy.Dir, "data.json"), []byte(`{"tool_rules": {"slow": {}}}`), 0o644); err != nil {
+			panic(err)
+		}
 		o.Tools = []mcpserver.ServerTool{{
 			Tool: mcp.NewTool("slow", mcp.WithDescription("waits to be released")),
 			Handler: func(ctx context.Context, _ mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -165,7 +169,7 @@ func slowTool(started chan<- struct{}, release <-chan struct{}) gateOption {
 				return mcp.NewToolResultText("done"), nil
 			},
 		}}
-	})
+	}
 }
 
 func (g *gate) waitReady() {

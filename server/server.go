@@ -102,9 +102,7 @@ func New(o Options) (*Server, error) {
 	}
 	issuers := o.Issuers
 	if issuers == nil {
-		for _, is := range cfg.Issuers {
-			issuers = append(issuers, idp.Issuer{Name: is.Name, Provider: is.Provider, Issuer: is.Issuer, Audiences: is.Audience, JWKSURL: is.JWKSURL})
-		}
+		issuers = cfg.IdPIssuers()
 	}
 	var as, names []string
 	for _, is := range issuers {
@@ -118,31 +116,21 @@ func New(o Options) (*Server, error) {
 	} else if s.decisions, err = openDecisionLog(cfg.DecisionLog, o.Logger, s.metrics.decisionLogFail.Inc); err != nil {
 		return nil, err
 	}
-	s.verifier, err = idp.NewVerifier(issuers, idp.Options{
-		Leeway:             noneIfZero(cfg.Tokens.Leeway),
-		UnknownKIDInterval: cfg.Tokens.JWKSUnknownKIDInterval,
-		RefreshInterval:    cfg.Tokens.JWKSRefreshInterval,
-		FetchTimeout:       cfg.Tokens.JWKSTimeout,
-		Transport:          o.Transport,
-		Logger:             o.Logger,
-		CacheSize:          offIfZero(cfg.Tokens.CacheSize),
-		OnValidation:       s.metrics.tokenValidated,
-		OnJWKSRefresh:      s.metrics.jwksRefreshed,
-	})
-	if err != nil {
+	vo := cfg.VerifierOptions()
+	vo.Transport, vo.Logger = o.Transport, o.Logger
+	vo.OnValidation, vo.OnJWKSRefresh = s.metrics.tokenValidated, s.metrics.jwksRefreshed
+	if s.verifier, err = idp.NewVerifier(issuers, vo); err != nil {
 		return nil, err
 	}
-	src := policy.Source{Dir: cfg.Policy.Dir}
+	src := cfg.PolicySource(rego.FS)
 	if o.Policy != nil {
 		src = *o.Policy
-	} else if src.Dir == "" {
-		src.FS = rego.FS
 	}
 	s.policy, err = policy.New(src, Catalog(o.Tools), policy.Options{
 		Logger:    o.Logger,
 		OnSwap:    s.policyChanged,
 		OnReload:  s.metrics.policyReloaded,
-		CacheSize: offIfZero(cfg.Policy.DecisionCacheSize),
+		CacheSize: config.OffIfZero(cfg.Policy.DecisionCacheSize),
 	})
 	if err != nil {
 		return nil, err
@@ -325,24 +313,6 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	body["issuers"] = s.verifier.Status()
 	body["ready"] = status == http.StatusOK
 	writeJSON(w, status, body)
-}
-
-// noneIfZero maps a configured leeway, where 0 means none, to idp's
-// options, where 0 means the default and a negative leeway none.
-func noneIfZero(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
-}
-
-// offIfZero maps a configured cache size, where 0 means off, to the
-// packages' options, where 0 means the default and a negative size off.
-func offIfZero(n int) int {
-	if n == 0 {
-		return -1
-	}
-	return n
 }
 
 func nonNil(s []string) []string {

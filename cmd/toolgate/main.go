@@ -32,7 +32,10 @@ const (
 const usage = `usage:
   toolgate serve [--config FILE]
   toolgate token [--sub S] [--permissions p1,p2] [--scope "a b"] [--roles r1,r2] [--ttl 1h]
-  toolgate policy test [DIR] [-v]
+  toolgate policy test [-v] [--coverage] [DIR]
+  toolgate policy check [DIR]
+  toolgate policy explain (--token TOKEN | --claims FILE) [--provider P] [--tool NAME] [--args JSON]
+                          [--trace] [--config FILE] [--dir DIR]
 `
 
 func main() {
@@ -52,6 +55,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = token(args[1:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "policy" && args[1] == "test":
 		err = policyTest(ctx, args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "policy" && args[1] == "check":
+		err = policyCheck(args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "policy" && args[1] == "explain":
+		err = policyExplain(ctx, args[2:], stdout, stderr)
 	case len(args) >= 1 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help"):
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -191,20 +198,6 @@ func token(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stdout, t)
 	return nil
-}
-
-func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("policy test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	verbose := fs.Bool("v", false, "verbose: print every test")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	dir := "rego"
-	if fs.NArg() > 0 {
-		dir = fs.Arg(0)
-	}
-	return policy.RunTests(ctx, dir, stdout, *verbose)
 }
 
 func splitList(s, sep string) []string {

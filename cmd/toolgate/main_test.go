@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -129,5 +131,155 @@ func TestUsage(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"token", "--ttl", "-1h"}, &out, &errs); code == 0 {
 		t.Error("a negative ttl was accepted")
+	}
+}
+
+func writeFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		path := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(path), 0o755)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func defaultPolicyText(t *testing.T) string {
+	b, err := os.ReadFile("../../rego/policy.rego")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestPolicyCheck(t *testing.T) {
+	cases := []struct {
+		name     string
+		files    map[string]string
+		exit     int
+		want     []string
+		unwanted []string
+	}{
+		{"the default policy is clean", nil, 0, []string{"ok (0 warning(s))"}, []string{"error"}},
+		{"a typo in an input field is an error at its line", map[string]string{
+			"policy.rego": defaultPolicyText(t),
+			"data.json":   `{"tool_rules": {"add": {}, "whoami": {}, "image_generation": {}}}`,
+			"typo.rego":   "package mcp.authz\n\nextra if {\n\t\"x\" in input.principal.permision\n}\n",
+		}, 1, []string{"typo.rego:4: error: rego_type_error: undefined ref: input.principal.permision", `want (one of)`}, nil},
+		{"a tool the catalog lacks is an error at its line in data", map[string]string{
+			"policy.rego": defaultPolicyText(t),
+			"data.json":   "{\n  \"tool_rules\": {\n    \"add\": {},\n    \"image_gen\": {}\n  }\n}\n",
+		}, 1, []string{`data.json:4: error: tool_rules names "image_gen", which is not a tool of the catalog`}, nil},
+		{"a catalog tool no rule can show is a warning", map[string]string{
+			"policy.rego": defaultPolicyText(t),
+			"data.json":   `{"tool_rules": {"add": {}, "whoami": {"any_of": {"roles": ["auditor"]}}}}`,
+		}, 0, []string{`warning: no rule makes tool "image_generation" visible`, "ok (1 warning(s))"}, []string{`tool "whoami"`}},
+		{"visible_tools that is not a set of strings is an error", map[string]string{
+			"p.rego": "package mcp.authz\n\nvisible_tools := [\"add\"]\n",
+		}, 1, []string{"p.rego:3: error: rego_type_error: visible_tools must be a set of strings"}, nil},
+		{"strict mode: an unused variable is an error", map[string]string{
+			"p.rego": "package mcp.authz\n\nvisible_tools := {\"add\"}\n\nallow if {\n\tx := 1\n\ttrue\n}\n",
+		}, 1, []string{"p.rego:6: error: rego_compile_error: assigned var x unused"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := "../../rego"
+			if tc.files != nil {
+				dir = writeFiles(t, tc.files)
+			}
+			var out, errs bytes.Buffer
+			code := run(context.Background(), []string{"policy", "check", dir}, &out, &errs)
+			if (code == 0) != (tc.exit == 0) {
+				t.Errorf("exit %d, want %d\n%s%s", code, tc.exit, out.String(), errs.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+			for _, u := range tc.unwanted {
+				if strings.Contains(out.String(), u) {
+					t.Errorf("output has %q:\n%s", u, out.String())
+				}
+			}
+		})
+	}
+}
+
+func TestPolicyExplain(t *testing.T) {
+	t.Setenv("TOOLGATE_DEV_KEY", filepath.Join(t.TempDir(), "dev.pem"))
+	claims := writeFiles(t, map[string]string{"c.json": `{"iss": "https://t.stytch.dev", "sub": "member-1", "scope": "images:write",
+		"https://stytch.com/session": {"roles": ["image-creator"]}, "https://stytch.com/organization": {"organization_id": "org-1"}}`})
+	explain := func(args ...string) (int, map[string]any, string) {
+		var out, errs bytes.Buffer
+		code := run(context.Background(), append([]string{"policy", "explain", "--dir", "../../rego"}, args...), &out, &errs)
+		var doc map[string]any
+		json.Unmarshal(out.Bytes(), &doc)
+		return code, doc, out.String() + errs.String()
+	}
+	t.Run("claims", func(t *testing.T) {
+		code, doc, text := explain("--claims", filepath.Join(claims, "c.json"), "--provider", "stytch", "--tool", "image_generation", "--args", `{"prompt": "hi"}`)
+		if code != 0 {
+			t.Fatal(text)
+		}
+		p := doc["principal"].(map[string]any)
+		if p["org_id"] != "org-1" || fmt.Sprint(p["roles"]) != "[image-creator]" {
+			t.Errorf("principal = %v", p)
+		}
+		if fmt.Sprint(doc["visible_tools"]) != "[add image_generation whoami]" {
+			t.Errorf("visible_tools = %v", doc["visible_tools"])
+		}
+		if d := doc["decision"].(map[string]any); d["allowed"] != true || d["answer"] != "the call runs" {
+			t.Errorf("decision = %v", d)
+		}
+	})
+	t.Run("step-up and denial", func(t *testing.T) {
+		_, doc, _ := explain("--claims", filepath.Join(claims, "c.json"), "--provider", "stytch", "--tool", "image_generation", "--args", `{"prompt": "`+strings.Repeat("x", 1001)+`"}`)
+		if d := doc["decision"].(map[string]any); !strings.HasPrefix(d["answer"].(string), "tool result isError: Permission denied: argument") {
+			t.Errorf("decision = %v", d)
+		}
+	})
+	t.Run("token", func(t *testing.T) {
+		var out, errs bytes.Buffer
+		run(context.Background(), []string{"token", "--sub", "eve"}, &out, &errs)
+		tok := strings.TrimSpace(out.String())
+		code, doc, text := explain("--token", tok, "--tool", "image_generation")
+		if code != 0 {
+			t.Fatal(text)
+		}
+		if d := doc["decision"].(map[string]any); !strings.Contains(d["answer"].(string), "tool not found") {
+			t.Errorf("decision = %v", d)
+		}
+		code, _, text = explain("--token", tok[:len(tok)-4]+"AAAA")
+		if code == 0 || !strings.Contains(text, "401") || !strings.Contains(text, "signature_invalid") {
+			t.Errorf("a bad signature: %d %s", code, text)
+		}
+	})
+	t.Run("trace", func(t *testing.T) {
+		_, _, text := explain("--claims", filepath.Join(claims, "c.json"), "--tool", "add", "--trace")
+		if !strings.Contains(text, "trace:") || !strings.Contains(text, "policy.rego:") {
+			t.Errorf("no trace in:\n%s", text)
+		}
+	})
+	t.Run("usage", func(t *testing.T) {
+		if code, _, _ := explain("--tool", "add"); code == 0 {
+			t.Error("neither --token nor --claims was accepted")
+		}
+	})
+}
+
+func TestPolicyTestCoverage(t *testing.T) {
+	var out, errs bytes.Buffer
+	if code := run(context.Background(), []string{"policy", "test", "--coverage", "../../rego"}, &out, &errs); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs.String())
+	}
+	var report struct {
+		Coverage float64 `json:"coverage"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &report); err != nil || report.Coverage < 90 {
+		t.Errorf("coverage report: %v %v", report.Coverage, err)
 	}
 }

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/toolgate/toolgate/config"
+	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/rego"
+	"github.com/toolgate/toolgate/server"
+	"github.com/toolgate/toolgate/tools"
+)
+
+// policyTest runs the Rego tests like `opa test`.
+func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("policy test", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	verbose := fs.Bool("v", false, "verbose: print every test")
+	coverage := fs.Bool("coverage", false, "report coverage (JSON) instead of the results")
+	if err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	return policy.RunTests(ctx, dirArg(fs), stdout, policy.TestOptions{Verbose: *verbose, Coverage: *coverage})
+}
+
+// policyCheck compiles a policy the way the server does before it swaps
+// it in, and prints every finding as file:line: severity: message.
+func policyCheck(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("policy check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	dir := dirArg(fs)
+	findings, err := policy.Check(policy.Source{Dir: dir}, server.Catalog(tools.Builtin()))
+	if err != nil {
+		return err
+	}
+	for _, f := range findings {
+		fmt.Fprintln(stdout, f)
+	}
+	if n := len(findings.Errors()); n > 0 {
+		return fmt.Errorf("%s: %d error(s)", dir, n)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d warning(s))\n", dir, len(findings))
+	return nil
+}
+
+// policyExplain shows how the policy sees a principal: the principal, the
+// tools it may see and, for a tool, the decision of a call.
+func policyExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("policy explain", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	token := fs.String("token", "", "an access token, validated exactly as the server does")
+	claimsFile := fs.String("claims", "", "a JSON file of token claims, taken as valid")
+	provider := fs.String("provider", "oidc", "with --claims: the claim-normalisation preset (auth0, workos, stytch, oidc)")
+	tool := fs.String("tool", "", "a tool to decide a call of")
+	argsJSON := fs.String("args", "{}", "with --tool: the call's arguments (a JSON object)")
+	trace := fs.Bool("trace", false, "print OPA's evaluation trace")
+	configPath := fs.String("config", "", "configuration file: its issuers and policy.dir (default: the development default)")
+	dir := fs.String("dir", "", "policy directory (default: the config's policy.dir, or rego/)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if (*token == "") == (*claimsFile == "") {
+		return errors.New("policy explain: give exactly one of --token and --claims")
+	}
+	var arguments map[string]any
+	if err := json.Unmarshal([]byte(*argsJSON), &arguments); err != nil {
+		return fmt.Errorf("policy explain: --args is not a JSON object: %w", err)
+	}
+
+	cfg, issuers, src, err := explainSetup(*configPath, *dir)
+	if err != nil {
+		return err
+	}
+	var p *idp.Principal
+	if *token != "" {
+		if p, err = verifyForExplain(ctx, cfg, issuers, *token); err != nil {
+			return err
+		}
+	} else {
+		if !slices.Contains(idp.Providers, *provider) {
+			return fmt.Errorf("policy explain: --provider %q is not one of %v", *provider, idp.Providers)
+		}
+		b, err := os.ReadFile(*claimsFile)
+		if err != nil {
+			return err
+		}
+		var claims map[string]any
+		if err := json.Unmarshal(b, &claims); err != nil {
+			return fmt.Errorf("%s: not a JSON object: %w", *claimsFile, err)
+		}
+		p = idp.Normalise(*provider, "explain", claims)
+	}
+
+	engine, err := policy.New(src, server.Catalog(tools.Builtin()), policy.Options{Logger: slog.New(slog.DiscardHandler), CacheSize: -1})
+	if err != nil {
+		return err
+	}
+	visible, err := engine.Visible(ctx, p)
+	out := explanation{Principal: p, VisibleTools: []string{}, Policy: src.String(), Revision: engine.Revision()}
+	if err != nil {
+		out.VisibleError = err.Error()
+	}
+	for n := range visible {
+		out.VisibleTools = append(out.VisibleTools, n)
+	}
+	slices.Sort(out.VisibleTools)
+	if *tool != "" {
+		d := engine.Decide(ctx, p, *tool, arguments)
+		out.Decision = &explainedDecision{Tool: *tool, Arguments: arguments, Visible: d.Visible, Allowed: d.Allowed,
+			Reason: d.Reason, RequiredScopes: orEmpty(d.RequiredScopes)}
+		switch {
+		case d.Err != nil:
+			out.Decision.Error = d.Err.Error()
+			out.Decision.Answer = "denied: the evaluation failed"
+		case d.Allowed:
+			out.Decision.Answer = "the call runs"
+		case !d.Visible:
+			out.Decision.Answer = "JSON-RPC error: tool not found (a hidden tool looks like a missing one)"
+		case len(d.RequiredScopes) > 0:
+			out.Decision.Answer = "HTTP 403 insufficient_scope (step-up)"
+		default:
+			out.Decision.Answer = "tool result isError: Permission denied: " + d.Reason
+		}
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return err
+	}
+	if *trace {
+		fmt.Fprintln(stdout, "\ntrace:")
+		return engine.Trace(ctx, p, *tool, arguments, stdout)
+	}
+	return nil
+}
+
+// explanation is what `policy explain` prints, in reading order.
+type explanation struct {
+	Principal    *idp.Principal     `json:"principal"`
+	VisibleTools []string           `json:"visible_tools"`
+	VisibleError string             `json:"visible_tools_error,omitempty"`
+	Decision     *explainedDecision `json:"decision,omitempty"`
+	Policy       string             `json:"policy"`
+	Revision     string             `json:"policy_revision"`
+}
+
+type explainedDecision struct {
+	Tool           string         `json:"tool"`
+	Arguments      map[string]any `json:"arguments"`
+	Answer         string         `json:"answer"`
+	Visible        bool           `json:"visible"`
+	Allowed        bool           `json:"allowed"`
+	Reason         string         `json:"reason,omitempty"`
+	RequiredScopes []string       `json:"required_scopes"`
+	Error          string         `json:"error,omitempty"`
+}
+
+// explainSetup finds the issuers and the policy an explanation uses: those
+// of --config, else the development default's.
+func explainSetup(configPath, dir string) (*config.Config, []idp.Issuer, policy.Source, error) {
+	var cfg *config.Config
+	var issuers []idp.Issuer
+	if configPath != "" {
+		c, err := config.Load(configPath)
+		if err != nil {
+			return nil, nil, policy.Source{}, fmt.Errorf("%s:\n%w", configPath, err)
+		}
+		cfg, issuers = c, c.IdPIssuers()
+	} else {
+		var o server.Options
+		if err := devDefault(&o, devListen); err != nil {
+			return nil, nil, policy.Source{}, err
+		}
+		cfg, issuers = o.Config, o.Issuers
+		cfg.Policy.Dir = o.Policy.Dir
+	}
+	src := cfg.PolicySource(rego.FS)
+	if dir != "" {
+		src = policy.Source{Dir: dir}
+	}
+	return cfg, issuers, src, nil
+}
+
+// verifyForExplain validates a token exactly as the server does, keys
+// fetched from the issuers, and says which check fails.
+func verifyForExplain(ctx context.Context, cfg *config.Config, issuers []idp.Issuer, token string) (*idp.Principal, error) {
+	opts := cfg.VerifierOptions()
+	opts.Logger = slog.New(slog.DiscardHandler)
+	v, err := idp.NewVerifier(issuers, opts)
+	if err != nil {
+		return nil, err
+	}
+	v.Start(ctx)
+	defer v.Close()
+	deadline := time.Now().Add(2*cfg.Tokens.JWKSTimeout + time.Second)
+	for len(v.Pending()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	p, err := v.Verify(ctx, token)
+	if err != nil {
+		return nil, fmt.Errorf("the server would answer 401: token refused: %s (%v)", idp.ReasonOf(err), err)
+	}
+	return p, nil
+}
+
+// parseInterspersed parses flags that may follow the positional argument
+// (`policy test rego/ -v`), as opa's own command line allows.
+func parseInterspersed(fs *flag.FlagSet, args []string) error {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	return fs.Parse(positional)
+}
+
+func dirArg(fs *flag.FlagSet) string {
+	if fs.NArg() > 0 {
+		return fs.Arg(0)
+	}
+	return devPolicy
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -1,0 +1,273 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"gopkg.in/yaml.v3"
+
+	"github.com/toolgate/toolgate/idp"
+)
+
+// Finding is one problem `toolgate policy check` reports, at a file and line.
+type Finding struct {
+	File     string
+	Line     int
+	Severity string // "error" or "warning"
+	Message  string
+}
+
+func (f Finding) String() string {
+	return fmt.Sprintf("%s:%d: %s: %s", f.File, f.Line, f.Severity, f.Message)
+}
+
+// Findings are the problems of one policy; as an error, one per line.
+type Findings []Finding
+
+func (fs Findings) Error() string {
+	lines := make([]string, len(fs))
+	for i, f := range fs {
+		lines[i] = f.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Errors are the findings of severity error.
+func (fs Findings) Errors() Findings {
+	return slices.DeleteFunc(slices.Clone(fs), func(f Finding) bool { return f.Severity != "error" })
+}
+
+// Check compiles the policy of src the way the server does before it swaps
+// a policy in (OPA's strict mode, the input closed to the contract's
+// fields, the contract rules' types) and adds toolgate's lints: a tool named
+// in data.tool_rules that the catalog lacks is an error; a catalog tool that
+// no rule makes visible is a warning.
+func Check(src Source, catalog []Tool) (Findings, error) {
+	res, err := load(src)
+	if err != nil {
+		return nil, err
+	}
+	_, findings := check(src, res, catalog)
+	return findings, nil
+}
+
+func check(src Source, res *loader.Result, catalog []Tool) (*ast.Compiler, Findings) {
+	modules := res.ParsedModules()
+	if !hasPackage(modules, "data.mcp.authz") {
+		return nil, Findings{{File: src.String(), Severity: "error", Message: "no module declares package mcp.authz"}}
+	}
+	c := ast.NewCompiler().WithStrict(true).WithSchemas(inputSchema)
+	if c.Compile(modules); c.Failed() {
+		return nil, astFindings(c.Errors)
+	}
+	var out Findings
+	if err := checkContractTypes(c); err != nil {
+		var errs ast.Errors
+		if errors.As(err, &errs) {
+			out = append(out, astFindings(errs)...)
+		}
+	}
+	out = append(out, lintToolRules(src, catalog)...)
+	if len(out.Errors()) == 0 {
+		out = append(out, lintInvisible(c, res, catalog)...)
+	}
+	return c, out
+}
+
+func astFindings(errs ast.Errors) Findings {
+	out := make(Findings, 0, len(errs))
+	for _, e := range errs {
+		f := Finding{Severity: "error", Message: e.Code + ": " + e.Message}
+		if e.Location != nil {
+			f.File, f.Line = e.Location.File, e.Location.Row
+		}
+		if e.Details != nil {
+			// Keep the type checker's have/want hints; the source excerpt
+			// and its caret are the file and line already named.
+			var hints []string
+			for _, l := range e.Details.Lines() {
+				if l = strings.TrimSpace(l); strings.HasPrefix(l, "have") || strings.HasPrefix(l, "want") {
+					hints = append(hints, l)
+				}
+			}
+			if len(hints) > 0 {
+				f.Message += " (" + strings.Join(hints, "; ") + ")"
+			}
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// lintToolRules checks the tool names of data.tool_rules (the default
+// policy's layout) against the catalog.
+func lintToolRules(src Source, catalog []Tool) Findings {
+	known := map[string]bool{}
+	for _, t := range catalog {
+		known[t.Name] = true
+	}
+	var out Findings
+	for _, name := range []string{"data.json", "data.yaml", "data.yml"} {
+		b, path, err := readSourceFile(src, name)
+		if err != nil {
+			continue
+		}
+		var doc struct {
+			ToolRules map[string]any `json:"tool_rules" yaml:"tool_rules"`
+		}
+		if yaml.Unmarshal(b, &doc) != nil { // YAML is a superset of JSON
+			continue
+		}
+		names := make([]string, 0, len(doc.ToolRules))
+		for n := range doc.ToolRules {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			if !known[n] {
+				out = append(out, Finding{File: path, Line: lineOf(b, n), Severity: "error",
+					Message: fmt.Sprintf("tool_rules names %q, which is not a tool of the catalog (%s)", n, strings.Join(catalogNames(catalog), ", "))})
+			}
+		}
+	}
+	return out
+}
+
+// lintInvisible warns of catalog tools that no principal can see: it asks
+// visible_tools for a principal holding every permission, role and scope
+// the policy names anywhere (in its data or its string literals).
+func lintInvisible(c *ast.Compiler, res *loader.Result, catalog []Tool) Findings {
+	vocabulary := map[string]bool{}
+	collectStrings(res.Documents, vocabulary)
+	for _, m := range c.Modules {
+		ast.WalkTerms(m, func(t *ast.Term) bool {
+			if s, ok := t.Value.(ast.String); ok {
+				vocabulary[string(s)] = true
+			}
+			return false
+		})
+	}
+	words := make([]string, 0, len(vocabulary))
+	for w := range vocabulary {
+		words = append(words, w)
+	}
+	slices.Sort(words)
+	p := &idp.Principal{Sub: "toolgate-policy-check", Provider: "oidc", Scopes: words, Permissions: words, Roles: words, Claims: map[string]any{}}
+	e := &Engine{annots: map[string]ast.Value{}}
+	for _, t := range catalog {
+		e.catalog = append(e.catalog, map[string]any{"name": t.Name, "description": t.Description, "annotations": orEmptyMap(t.Annotations)})
+	}
+	tools, err := ast.InterfaceToValue(orEmptyAny(e.catalog))
+	if err != nil {
+		return nil
+	}
+	e.tools = tools
+	in, err := e.input(p, ActionList, "", nil)
+	if err != nil {
+		return nil
+	}
+	rs, err := rego.New(rego.Query("data.mcp.authz.visible_tools"), rego.Compiler(c),
+		rego.Store(inmem.NewFromObject(res.Documents)), rego.ParsedInput(in)).Eval(context.Background())
+	if err != nil {
+		return Findings{{Severity: "warning", Message: "visible_tools could not be evaluated for a sample principal: " + err.Error()}}
+	}
+	visible := map[string]bool{}
+	if len(rs) == 1 {
+		names, _ := stringSet(rs[0].Expressions[0].Value, "visible_tools")
+		for _, n := range names {
+			visible[n] = true
+		}
+	}
+	var out Findings
+	for _, t := range catalog {
+		if !visible[t.Name] {
+			out = append(out, Finding{File: visibleToolsFile(c), Line: visibleToolsLine(c), Severity: "warning",
+				Message: fmt.Sprintf("no rule makes tool %q visible, even to a principal holding every permission, role and scope the policy names", t.Name)})
+		}
+	}
+	return out
+}
+
+func visibleToolsFile(c *ast.Compiler) string {
+	if rules := c.GetRulesExact(ast.MustParseRef("data.mcp.authz.visible_tools")); len(rules) > 0 {
+		return rules[0].Location.File
+	}
+	return ""
+}
+
+func visibleToolsLine(c *ast.Compiler) int {
+	if rules := c.GetRulesExact(ast.MustParseRef("data.mcp.authz.visible_tools")); len(rules) > 0 {
+		return rules[0].Location.Row
+	}
+	return 0
+}
+
+func collectStrings(v any, into map[string]bool) {
+	switch v := v.(type) {
+	case string:
+		into[v] = true
+	case map[string]any:
+		for k, x := range v {
+			into[k] = true
+			collectStrings(x, into)
+		}
+	case []any:
+		for _, x := range v {
+			collectStrings(x, into)
+		}
+	}
+}
+
+func catalogNames(catalog []Tool) []string {
+	out := make([]string, 0, len(catalog))
+	for _, t := range catalog {
+		out = append(out, t.Name)
+	}
+	return out
+}
+
+// readSourceFile reads a file at the root of the policy source.
+func readSourceFile(src Source, name string) ([]byte, string, error) {
+	if src.FS != nil {
+		b, err := fs.ReadFile(src.FS, name)
+		return b, name, err
+	}
+	path := filepath.Join(src.Dir, name)
+	b, err := os.ReadFile(path)
+	return b, path, err
+}
+
+// lineOf is the line of the first occurrence of the quoted key, else 1.
+func lineOf(b []byte, key string) int {
+	text := string(b)
+	for _, needle := range []string{`"` + key + `"`, key + ":"} {
+		if i := strings.Index(text, needle); i >= 0 {
+			return strings.Count(text[:i], "\n") + 1
+		}
+	}
+	return 1
+}
+
+func orEmptyMap(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
+}
+
+func orEmptyAny(s []any) []any {
+	if s == nil {
+		return []any{}
+	}
+	return s
+}
