@@ -70,6 +70,21 @@ type Policy struct {
 	DecisionCacheSize int `yaml:"decision_cache_size"`
 	// EvalTimeout bounds one evaluation; past it the decision is a denial.
 	EvalTimeout time.Duration `yaml:"eval_timeout"`
+	// Bundle loads the policy from an OPA bundle server instead of Dir.
+	Bundle Bundle `yaml:"bundle"`
+}
+
+// Bundle is an OPA bundle to poll: how a fleet of replicas gets one policy.
+type Bundle struct {
+	URL             string        `yaml:"url"`
+	PollingInterval time.Duration `yaml:"polling_interval"`
+	// SigningKey is a PEM public key, or a path to one; when set every
+	// bundle must carry a valid signature by it.
+	SigningKey string `yaml:"signing_key"`
+	KeyID      string `yaml:"signing_key_id"`
+	Algorithm  string `yaml:"signing_algorithm"`
+	// StartupTimeout bounds the wait for the first bundle.
+	StartupTimeout time.Duration `yaml:"startup_timeout"`
 }
 
 // Metrics says where /metrics is served.
@@ -138,7 +153,8 @@ func Default() *Config {
 			JWKSTimeout:            5 * time.Second,
 			CacheSize:              10000,
 		},
-		Policy:      Policy{DecisionCacheSize: 10000, EvalTimeout: time.Second},
+		Policy: Policy{DecisionCacheSize: 10000, EvalTimeout: time.Second,
+			Bundle: Bundle{PollingInterval: 30 * time.Second, KeyID: "default", Algorithm: "RS256", StartupTimeout: 30 * time.Second}},
 		Limits:      Limits{MaxBodyBytes: 1 << 20, MaxJSONDepth: 64, MaxSessionsPerPrincipal: 100},
 		DecisionLog: DecisionLog{Output: "stderr", Arguments: "full", Redact: []string{}},
 	}
@@ -269,6 +285,23 @@ func (c *Config) Validate() error {
 	if c.Policy.DecisionCacheSize < 0 || c.Policy.DecisionCacheSize > 1000000 {
 		bad("policy.decision_cache_size: %d is outside 0..1000000", c.Policy.DecisionCacheSize)
 	}
+	if b := c.Policy.Bundle; b.URL != "" {
+		if c.Policy.Dir != "" {
+			bad("policy: dir and bundle.url are exclusive; choose one")
+		}
+		if msg := checkURL(b.URL); msg != "" {
+			bad("policy.bundle.url: %s", msg)
+		}
+		if b.PollingInterval < 100*time.Millisecond || b.PollingInterval > time.Hour {
+			bad("policy.bundle.polling_interval: %s is outside 100ms..1h", b.PollingInterval)
+		}
+		if b.StartupTimeout < time.Second || b.StartupTimeout > 10*time.Minute {
+			bad("policy.bundle.startup_timeout: %s is outside 1s..10m", b.StartupTimeout)
+		}
+		if !slices.Contains([]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}, b.Algorithm) {
+			bad("policy.bundle.signing_algorithm: %q is not an asymmetric JWS algorithm", b.Algorithm)
+		}
+	}
 	if c.Policy.EvalTimeout < time.Millisecond || c.Policy.EvalTimeout > time.Minute {
 		bad("policy.eval_timeout: %s is outside 1ms..1m", c.Policy.EvalTimeout)
 	}
@@ -334,6 +367,12 @@ func (c *Config) VerifierOptions() idp.Options {
 		FetchTimeout:       c.Tokens.JWKSTimeout,
 		CacheSize:          OffIfZero(c.Tokens.CacheSize),
 	}
+}
+
+// BundleOptions are policy.bundle as the policy package takes them.
+func (c *Config) BundleOptions() policy.BundleOptions {
+	b := c.Policy.Bundle
+	return policy.BundleOptions{URL: b.URL, Interval: b.PollingInterval, SigningKey: b.SigningKey, KeyID: b.KeyID, Algorithm: b.Algorithm}
 }
 
 // PolicySource is where the policy comes from: policy.dir, or the default

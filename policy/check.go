@@ -14,7 +14,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
-	"gopkg.in/yaml.v3"
 
 	"github.com/toolgate/toolgate/idp"
 )
@@ -77,7 +76,7 @@ func check(src Source, res *loader.Result, catalog []Tool) (*ast.Compiler, Findi
 			out = append(out, astFindings(errs)...)
 		}
 	}
-	out = append(out, lintToolRules(src, catalog)...)
+	out = append(out, lintToolRules(src, res.Documents, catalog)...)
 	if len(out.Errors()) == 0 {
 		out = append(out, lintInvisible(c, res, catalog)...)
 	}
@@ -110,35 +109,32 @@ func astFindings(errs ast.Errors) Findings {
 }
 
 // lintToolRules checks the tool names of data.tool_rules (the default
-// policy's layout) against the catalog.
-func lintToolRules(src Source, catalog []Tool) Findings {
+// policy's layout) against the catalog, at their line in the data file when
+// there is one.
+func lintToolRules(src Source, data map[string]any, catalog []Tool) Findings {
+	rules, _ := data["tool_rules"].(map[string]any)
 	known := map[string]bool{}
 	for _, t := range catalog {
 		known[t.Name] = true
 	}
-	var out Findings
-	for _, name := range []string{"data.json", "data.yaml", "data.yml"} {
-		b, path, err := readSourceFile(src, name)
-		if err != nil {
-			continue
-		}
-		var doc struct {
-			ToolRules map[string]any `json:"tool_rules" yaml:"tool_rules"`
-		}
-		if yaml.Unmarshal(b, &doc) != nil { // YAML is a superset of JSON
-			continue
-		}
-		names := make([]string, 0, len(doc.ToolRules))
-		for n := range doc.ToolRules {
+	names := make([]string, 0, len(rules))
+	for n := range rules {
+		if !known[n] {
 			names = append(names, n)
 		}
-		slices.Sort(names)
-		for _, n := range names {
-			if !known[n] {
-				out = append(out, Finding{File: path, Line: lineOf(b, n), Severity: "error",
-					Message: fmt.Sprintf("tool_rules names %q, which is not a tool of the catalog (%s)", n, strings.Join(catalogNames(catalog), ", "))})
+	}
+	slices.Sort(names)
+	var out Findings
+	for _, n := range names {
+		f := Finding{File: src.String() + " data", Line: 1, Severity: "error",
+			Message: fmt.Sprintf("tool_rules names %q, which is not a tool of the catalog (%s)", n, strings.Join(catalogNames(catalog), ", "))}
+		for _, name := range []string{"data.json", "data.yaml", "data.yml"} {
+			if b, path, err := readSourceFile(src, name); err == nil && strings.Contains(string(b), n) {
+				f.File, f.Line = path, lineOf(b, n)
+				break
 			}
 		}
+		out = append(out, f)
 	}
 	return out
 }
@@ -238,6 +234,9 @@ func catalogNames(catalog []Tool) []string {
 
 // readSourceFile reads a file at the root of the policy source.
 func readSourceFile(src Source, name string) ([]byte, string, error) {
+	if src.Bundle != nil {
+		return nil, "", fs.ErrNotExist
+	}
 	if src.FS != nil {
 		b, err := fs.ReadFile(src.FS, name)
 		return b, name, err

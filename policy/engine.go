@@ -26,6 +26,7 @@ import (
 	"github.com/google/uuid"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
@@ -78,15 +79,25 @@ type Decision struct {
 	Err            error    // an evaluation error (the call is then denied)
 }
 
-// Source is where policies come from: a directory, or a file system (the
-// default policy compiled into the binary).
+// Source is where policies come from: a directory, a file system (the
+// default policy compiled into the binary), or an OPA bundle.
 type Source struct {
-	Dir string
-	FS  fs.FS
+	Dir    string
+	FS     fs.FS
+	Bundle *bundle.Bundle
+	// Name names a bundle's origin (its URL) in logs.
+	Name string
 }
 
 func (s Source) String() string {
-	if s.FS != nil {
+	switch {
+	case s.Bundle != nil:
+		name := "bundle " + s.Name
+		if r := s.Bundle.Manifest.Revision; r != "" {
+			name += " (revision " + r + ")"
+		}
+		return name
+	case s.FS != nil:
 		return "embedded default policy"
 	}
 	return s.Dir
@@ -163,7 +174,7 @@ func New(src Source, catalog []Tool, opts Options) (*Engine, error) {
 	if e.tools, err = ast.InterfaceToValue(e.catalog); err != nil {
 		return nil, err
 	}
-	c, err := e.compile()
+	c, err := e.compile(src)
 	if err != nil {
 		return nil, err
 	}
@@ -190,21 +201,56 @@ func (e *Engine) LastError() error {
 func (e *Engine) Reload() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	c, err := e.compile()
-	e.opts.OnReload(err)
+	return e.swap(e.src)
+}
+
+// SetBundle compiles a newly downloaded bundle and swaps it in; when it
+// does not compile, the policy in force keeps serving, as with Reload.
+func (e *Engine) SetBundle(b *bundle.Bundle, name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.swap(Source{Bundle: b, Name: name})
+}
+
+// BundleFailed records a bundle download that failed: the policy in force
+// keeps serving, and the failure shows like a failed reload.
+func (e *Engine) BundleFailed(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.failed(err)
+}
+
+// ClearFailure forgets the last failure: the source is sound again and
+// holds the policy in force.
+func (e *Engine) ClearFailure() {
+	if e.lastErr.Swap(nil) != nil {
+		e.opts.Logger.Info("policy source recovered", "source", e.src.String(), "revision", e.Revision())
+	}
+}
+
+// swap compiles src and puts it in force; the caller holds e.mu.
+func (e *Engine) swap(src Source) error {
+	c, err := e.compile(src)
 	if err != nil {
-		e.lastErr.Store(&err)
-		e.opts.Logger.Error("policy reload failed; the last good policy keeps serving",
-			"source", e.src.String(), "revision", e.Revision(), "error", err)
+		e.failed(err)
 		return err
 	}
+	e.opts.OnReload(nil)
 	e.lastErr.Store(nil)
+	e.src = src
 	old := e.cur.Swap(c)
 	if old.revision != c.revision {
-		e.opts.Logger.Info("policy reloaded", "source", e.src.String(), "revision", c.revision, "previous", old.revision)
+		e.opts.Logger.Info("policy reloaded", "source", src.String(), "revision", c.revision, "previous", old.revision)
 		e.opts.OnSwap(c.revision)
 	}
 	return nil
+}
+
+func (e *Engine) failed(err error) {
+	e.opts.OnReload(err)
+	e.lastErr.Store(&err)
+	e.opts.Logger.Error("policy reload failed; the last good policy keeps serving",
+		"source", e.src.String(), "revision", e.Revision(), "error", err)
 }
 
 // Visible evaluates visible_tools once for the whole catalog and returns
@@ -447,6 +493,9 @@ func IsPolicyFile(name string) bool {
 }
 
 func load(src Source) (*loader.Result, error) {
+	if src.Bundle != nil {
+		return fromBundle(src.Bundle), nil
+	}
 	fl := loader.NewFileLoader()
 	root := src.Dir
 	if src.FS != nil {
@@ -461,8 +510,23 @@ func load(src Source) (*loader.Result, error) {
 	})
 }
 
-func (e *Engine) compile() (*compiled, error) {
-	src := e.src
+// fromBundle lays a bundle out as the loader would a directory: its
+// modules (tests left out) and its data.
+func fromBundle(b *bundle.Bundle) *loader.Result {
+	res := &loader.Result{Modules: map[string]*loader.RegoFile{}, Documents: b.Data}
+	if res.Documents == nil {
+		res.Documents = map[string]any{}
+	}
+	for _, m := range b.Modules {
+		if strings.HasSuffix(m.Path, "_test.rego") {
+			continue
+		}
+		res.Modules[m.Path] = &loader.RegoFile{Name: m.Path, Parsed: m.Parsed, Raw: m.Raw}
+	}
+	return res
+}
+
+func (e *Engine) compile(src Source) (*compiled, error) {
 	res, err := load(src)
 	if err != nil {
 		return nil, err

@@ -15,11 +15,11 @@ import (
 const Debounce = 200 * time.Millisecond
 
 // Watch reloads the policy whenever a file under the policy directory
-// changes, until ctx ends. An embedded policy is never watched. The
+// changes, until ctx ends. An embedded policy or a bundle is never watched. The
 // directory tree is watched, subdirectories included, and watched anew after
 // each change so that new folders are seen too.
 func (e *Engine) Watch(ctx context.Context) error {
-	if e.src.FS != nil {
+	if e.src.Dir == "" {
 		return nil
 	}
 	w, err := fsnotify.NewWatcher()

@@ -66,6 +66,7 @@ type Server struct {
 	decisions   *decisionLog
 	dryRun      bool
 	catalog     []string
+	bundles     *policy.BundleSource // nil unless policy.bundle is set
 }
 
 // SessionIdleTTL is how long an MCP session may stay idle before it is
@@ -125,6 +126,18 @@ func New(o Options) (*Server, error) {
 	src := cfg.PolicySource(rego.FS)
 	if o.Policy != nil {
 		src = *o.Policy
+	}
+	if cfg.Policy.Bundle.URL != "" {
+		if s.bundles, err = policy.NewBundleSource(cfg.BundleOptions()); err != nil {
+			return nil, fmt.Errorf("policy.bundle: %w", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.Policy.Bundle.StartupTimeout)
+		b, err := s.bundles.First(ctx)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		src = policy.Source{Bundle: b, Name: cfg.Policy.Bundle.URL}
 	}
 	s.policy, err = policy.New(src, Catalog(o.Tools), policy.Options{
 		Logger:    o.Logger,
@@ -220,6 +233,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	defer s.decisions.Close()
 	if err := s.policy.Watch(ctx); err != nil {
 		return err
+	}
+	if s.bundles != nil {
+		polled := make(chan struct{})
+		go func() { s.bundles.Poll(ctx, s.policy); close(polled) }()
+		defer func() { <-polled }()
 	}
 	if s.cfg.Metrics.Listen != "" {
 		stop, err := s.serveMetrics(s.cfg.Metrics.Listen)
