@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -26,6 +25,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
+	"github.com/toolgate/toolgate/bench/internal/mcpclient"
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp"
 	"github.com/toolgate/toolgate/policy"
@@ -169,14 +169,19 @@ func drive(t *target, body string, clients int, d time.Duration) (*stats, error)
 			defer wg.Done()
 			s := &stats{latencies: make([]time.Duration, 0, 1<<14)}
 			out[i] = s
-			session, err := post(hc, t, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"load","version":"1"}}}`)
-			if err != nil {
+			c := &mcpclient.Client{HTTP: hc, URL: t.url, Token: t.token}
+			if err := c.Initialize(); err != nil {
 				errs <- err
 				return
 			}
+			defer c.Close()
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
-				if _, err := post(hc, t, session, body); err != nil {
+				b, status, err := c.Post(body)
+				if err == nil && (status != http.StatusOK || bytes.Contains(b, []byte(`"isError":true`)) || bytes.Contains(b, []byte(`"error":`))) {
+					err = fmt.Errorf("status %d: %.200s", status, b)
+				}
+				if err != nil {
 					errs <- err
 					return
 				}
@@ -197,32 +202,6 @@ func drive(t *target, body string, clients int, d time.Duration) (*stats, error)
 	}
 	total.elapsed = time.Since(start)
 	return total, nil
-}
-
-func post(hc *http.Client, t *target, session, body string) (string, error) {
-	req, _ := http.NewRequest(http.MethodPost, t.url, bytes.NewBufferString(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
-	if t.token != "" {
-		req.Header.Set("Authorization", "Bearer "+t.token)
-	}
-	if session != "" {
-		req.Header.Set("Mcp-Session-Id", session)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return "", err
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK || bytes.Contains(b, []byte(`"isError":true`)) || bytes.Contains(b, []byte(`"error":`)) {
-		return "", fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
-	}
-	return resp.Header.Get("Mcp-Session-Id"), nil
 }
 
 func startBare(ts []mcpserver.ServerTool) (*target, error) {
