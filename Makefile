@@ -34,6 +34,11 @@ test-go:
 test-rego:
 	$(GO) tool opa check --strict rego/
 	$(GO) tool opa test -v rego/
+	@for d in examples/*/; do \
+		echo "== $$d"; \
+		$(GO) tool opa check --strict $$d && $(GO) tool opa test $$d && \
+		$(GO) run ./cmd/toolgate policy check $$d || exit 1; \
+	done
 
 # Performance: Go micro-benchmarks (token verification, decisions,
 # visible_tools for 50 and 1000 tools, startup, session memory), then the
@@ -50,3 +55,24 @@ bench:
 .PHONY: e2e
 e2e:
 	bash e2e/run.sh
+
+# Fuzzing: every Go fuzz target for FUZZTIME each (10s in CI); longer with
+# `make fuzz FUZZTIME=10m`. go test fuzzes one target per package per run.
+# New findings land in the package's testdata/fuzz/<FuzzName>/ and run as
+# seeds with every `go test` from then on.
+FUZZTIME ?= 10s
+
+.PHONY: fuzz
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./idp/
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalise$$' -fuzztime $(FUZZTIME) ./idp/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecideArguments$$' -fuzztime $(FUZZTIME) ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzBearerChallenge$$' -fuzztime $(FUZZTIME) ./server/
+
+# Soak: toolgate as its own process under a couple of minutes of steady mixed
+# load; prints its resident memory and goroutines at the start and the end
+# (they must be flat) and fails if they grow.
+.PHONY: soak
+soak:
+	$(GO) run ./bench/soak -duration $${SOAK_DURATION:-2m}

@@ -140,8 +140,9 @@ func lintToolRules(src Source, data map[string]any, catalog []Tool) Findings {
 }
 
 // lintInvisible warns of catalog tools that no principal can see: it asks
-// visible_tools for a principal holding every permission, role and scope
-// the policy names anywhere (in its data or its string literals).
+// visible_tools for principals holding every permission, role and scope the
+// policy names anywhere (in its data or its string literals), of each
+// provider, in each organisation the policy names, until every tool showed.
 func lintInvisible(c *ast.Compiler, res *loader.Result, catalog []Tool) Findings {
 	vocabulary := map[string]bool{}
 	collectStrings(res.Documents, vocabulary)
@@ -158,7 +159,6 @@ func lintInvisible(c *ast.Compiler, res *loader.Result, catalog []Tool) Findings
 		words = append(words, w)
 	}
 	slices.Sort(words)
-	p := &idp.Principal{Sub: "toolgate-policy-check", Provider: "oidc", Scopes: words, Permissions: words, Roles: words, Claims: map[string]any{}}
 	e := &Engine{annots: map[string]ast.Value{}}
 	for _, t := range catalog {
 		e.catalog = append(e.catalog, map[string]any{"name": t.Name, "description": t.Description, "annotations": orEmptyMap(t.Annotations)})
@@ -168,20 +168,35 @@ func lintInvisible(c *ast.Compiler, res *loader.Result, catalog []Tool) Findings
 		return nil
 	}
 	e.tools = tools
-	in, err := e.input(p, ActionList, "", nil)
+	query, err := rego.New(rego.Query("data.mcp.authz.visible_tools"), rego.Compiler(c),
+		rego.Store(inmem.NewFromObject(res.Documents))).PrepareForEval(context.Background())
 	if err != nil {
 		return nil
 	}
-	rs, err := rego.New(rego.Query("data.mcp.authz.visible_tools"), rego.Compiler(c),
-		rego.Store(inmem.NewFromObject(res.Documents)), rego.ParsedInput(in)).Eval(context.Background())
-	if err != nil {
-		return Findings{{Severity: "warning", Message: "visible_tools could not be evaluated for a sample principal: " + err.Error()}}
-	}
 	visible := map[string]bool{}
-	if len(rs) == 1 {
-		names, _ := stringSet(rs[0].Expressions[0].Value, "visible_tools")
-		for _, n := range names {
-			visible[n] = true
+	orgs := append([]string{""}, words...)
+	const budget = 256 // evaluations; a policy is rarely that picky
+	tried := 0
+	for _, org := range orgs {
+		for _, provider := range idp.Providers {
+			if len(visible) == len(catalog) || tried == budget {
+				break
+			}
+			tried++
+			p := &idp.Principal{Sub: "toolgate-policy-check", Provider: provider, OrgID: org,
+				Scopes: words, Permissions: words, Roles: words, Claims: map[string]any{}}
+			in, err := e.input(p, ActionList, "", nil)
+			if err != nil {
+				return nil
+			}
+			rs, err := query.Eval(context.Background(), rego.EvalParsedInput(in))
+			if err != nil || len(rs) != 1 {
+				continue
+			}
+			names, _ := stringSet(rs[0].Expressions[0].Value, "visible_tools")
+			for _, n := range names {
+				visible[n] = true
+			}
 		}
 	}
 	var out Findings
