@@ -183,7 +183,12 @@ func Parse(b []byte) (*Config, error) {
 		if !errors.As(err, &te) {
 			return nil, err
 		}
-		problems = te.Errors
+		// A message quotes the offending key or value as written; keep each
+		// problem on one line.
+		oneLine := strings.NewReplacer("\r", `\r`, "\n", `\n`)
+		for _, e := range te.Errors {
+			problems = append(problems, oneLine.Replace(e))
+		}
 	}
 	if err := c.Validate(); err != nil {
 		problems = append(problems, err.Error())
@@ -210,7 +215,7 @@ func (c *Config) Validate() error {
 	if c.PublicURL == "" && err == nil && idp.IsLoopbackHost(host) {
 		c.PublicURL = "http://" + c.Listen
 	}
-	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	switch {
 	case c.PublicURL == "":
 		bad("public_url: required when listen is not a loopback address")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"unicode"
 
 	"github.com/toolgate/toolgate/idp"
 )
@@ -87,8 +88,8 @@ type oauthError struct {
 }
 
 // bearerChallenge writes a Bearer challenge (RFC 6750 §3) whose values are
-// quoted strings with quotes, backslashes and control characters removed,
-// so no value can break out of the header.
+// quoted strings with quotes, backslashes and control characters (C0 and
+// C1) removed, so no value can break out of the header.
 func bearerChallenge(params [][2]string) string {
 	var b strings.Builder
 	b.WriteString("Bearer")
@@ -100,7 +101,7 @@ func bearerChallenge(params [][2]string) string {
 		b.WriteString(p[0])
 		b.WriteString(`="`)
 		for _, r := range p[1] {
-			if r < 0x20 || r == 0x7f || r == '"' || r == '\\' {
+			if unicode.IsControl(r) || r == '"' || r == '\\' {
 				continue
 			}
 			b.WriteRune(r)
