@@ -49,7 +49,7 @@ visible_tools := {name | name := input.tools[_].name} & granted_tools
 allow if {
 	is_call
 	tool_name in visible_tools
-	not rule_errors[tool_name]
+	not misconfigured
 	count(missing_scopes) == 0
 	count(argument_violations) == 0
 }
@@ -59,7 +59,7 @@ reason := sprintf("tool %q is not available", [tool_name]) if {
 	not tool_name in visible_tools
 } else := sprintf("tool %q is misconfigured", [tool_name]) if {
 	is_call
-	rule_errors[tool_name]
+	misconfigured
 } else := scope_reason if {
 	is_call
 	count(missing_scopes) > 0
@@ -72,7 +72,7 @@ reason := sprintf("tool %q is not available", [tool_name]) if {
 required_scopes := {s | some s in call_rule.call_scopes} if {
 	is_call
 	tool_name in visible_tools
-	not rule_errors[tool_name]
+	not misconfigured
 	count(missing_scopes) > 0
 }
 
@@ -199,95 +199,63 @@ argument_violations contains sprintf("argument %q is greater than %v", [arg, c.m
 }
 
 # Mistakes in data.tool_rules, by tool name. Typos must not silently drop a
-# constraint, so calls to a tool with any of these are denied.
-rule_errors[name] contains "the rule must be an object" if {
+# constraint, so calls to a tool with any of these are denied. A call checks
+# only its own tool's rule (rule_mistakes of call_rule), so the cost of a
+# decision does not grow with the number of rules.
+rule_errors[name] := mistakes if {
 	some name, rule in data.tool_rules
+	mistakes := rule_mistakes(rule)
+	count(mistakes) > 0
+}
+
+misconfigured if count(rule_mistakes(call_rule)) > 0
+
+rule_mistakes(rule) := {"the rule must be an object"} if {
 	not is_object(rule)
-}
+} else := union({
+	{sprintf("unknown key %q", [key]) |
+		some key, _ in rule
+		not key in {"any_of", "anonymous", "call_scopes", "arguments"}
+	},
+	{"anonymous must be a boolean" | not is_boolean(object.get(rule, "anonymous", false))},
+	{"any_of must be an object" | not is_object(object.get(rule, "any_of", {}))},
+	{sprintf("unknown key any_of.%s", [key]) |
+		some key, _ in object_member(rule, "any_of")
+		not key in {"permissions", "scopes", "roles"}
+	},
+	{sprintf("any_of.%s must be an array of strings", [key]) |
+		some key, items in object_member(rule, "any_of")
+		not string_array(items)
+	},
+	{"call_scopes must be an array of strings" | not string_array(object.get(rule, "call_scopes", []))},
+	{"arguments must be an object" | not is_object(object.get(rule, "arguments", {}))},
+	{sprintf("arguments.%s must be an object", [arg]) |
+		some arg, c in object_member(rule, "arguments")
+		not is_object(c)
+	},
+	{sprintf("unknown key arguments.%s.%s", [arg, key]) |
+		some arg, c in object_member(rule, "arguments")
+		is_object(c)
+		some key, _ in c
+		not key in {"max_length", "minimum", "maximum", "required"}
+	},
+	{sprintf("arguments.%s.%s must be a number", [arg, key]) |
+		some arg, c in object_member(rule, "arguments")
+		is_object(c)
+		some key in ["max_length", "minimum", "maximum"]
+		not is_number(object.get(c, key, 0))
+	},
+	{sprintf("arguments.%s.required must be a boolean", [arg]) |
+		some arg, c in object_member(rule, "arguments")
+		is_object(c)
+		not is_boolean(object.get(c, "required", false))
+	},
+})
 
-rule_errors[name] contains sprintf("unknown key %q", [key]) if {
-	some name, rule in data.tool_rules
-	is_object(rule)
-	some key, _ in rule
-	not key in {"any_of", "anonymous", "call_scopes", "arguments"}
-}
+# object_member is rule[key] when that is an object, else {}.
+object_member(rule, key) := rule[key] if is_object(rule[key])
 
-rule_errors[name] contains "anonymous must be a boolean" if {
-	some name, rule in data.tool_rules
-	is_object(rule)
-	not is_boolean(object.get(rule, "anonymous", false))
-}
-
-rule_errors[name] contains "any_of must be an object" if {
-	some name, rule in data.tool_rules
-	is_object(rule)
-	not is_object(object.get(rule, "any_of", {}))
-}
-
-rule_errors[name] contains sprintf("unknown key any_of.%s", [key]) if {
-	some name, rule in data.tool_rules
-	is_object(rule)
-	is_object(rule.any_of)
-	some key, _ in rule.any_of
-	not key in {"permissions", "scopes", "roles"}
-}
-
-rule_errors[name] contains sprintf("any_of.%s must be an array of strings", [key]) if {
-	some name, rule in data.tool_rules
-	is_object(rule)
-	is_object(rule.any_of)
-	some key, items in rule.any_of
-	not string_array(items)
-}
-
-rule_errors[name] contains "call_scopes must be an array of strings" if {
-	some name, rule in data.tool_rules
-	is_object(rule)
-	not string_array(object.get(rule, "call_scopes", []))
-}
-
-rule_errors[name] contains "arguments must be an object" if {
-	some name, rule in data.tool_rules
-	is_object(rule)
-	not is_object(object.get(rule, "arguments", {}))
-}
-
-rule_errors[name] contains sprintf("arguments.%s must be an object", [arg]) if {
-	some name, rule in data.tool_rules
-	is_object(rule)
-	is_object(rule.arguments)
-	some arg, c in rule.arguments
-	not is_object(c)
-}
-
-rule_errors[name] contains sprintf("unknown key arguments.%s.%s", [arg, key]) if {
-	some name, rule in data.tool_rules
-	is_object(rule)
-	is_object(rule.arguments)
-	some arg, c in rule.arguments
-	is_object(c)
-	some key, _ in c
-	not key in {"max_length", "minimum", "maximum", "required"}
-}
-
-rule_errors[name] contains sprintf("arguments.%s.%s must be a number", [arg, key]) if {
-	some name, rule in data.tool_rules
-	is_object(rule)
-	is_object(rule.arguments)
-	some arg, c in rule.arguments
-	is_object(c)
-	some key in ["max_length", "minimum", "maximum"]
-	not is_number(object.get(c, key, 0))
-}
-
-rule_errors[name] contains sprintf("arguments.%s.required must be a boolean", [arg]) if {
-	some name, rule in data.tool_rules
-	is_object(rule)
-	is_object(rule.arguments)
-	some arg, c in rule.arguments
-	is_object(c)
-	not is_boolean(object.get(c, "required", false))
-}
+else := {}
 
 string_array(x) if {
 	is_array(x)

@@ -65,13 +65,13 @@ func run(clients int, round time.Duration, rounds, listTools int) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	addTool := tools.Builtin()[:1] // add
+	builtin := tools.Builtin() // the same catalog on both servers; the load calls add
 	fmt.Printf("tools/call add: %d clients, %d rounds of %s per server, alternating\n", clients, rounds, round)
-	bare, err := startBare(addTool)
+	bare, err := startBare(builtin)
 	if err != nil {
 		return err
 	}
-	gate, err := startGate(tmp, addTool, nil)
+	gate, err := startGate(tmp, builtin, nil)
 	if err != nil {
 		return err
 	}
