@@ -45,6 +45,9 @@ type DecisionLog struct {
 	Arguments string `yaml:"arguments"`
 	// Redact names arguments whose values are replaced by "[redacted]".
 	Redact []string `yaml:"redact"`
+	// FlushInterval is how long a line may wait to be written with others;
+	// 0 writes each line at once. Lines waiting are written on shutdown.
+	FlushInterval time.Duration `yaml:"flush_interval"`
 }
 
 // Issuer is one trusted authorization server.
@@ -156,7 +159,7 @@ func Default() *Config {
 		Policy: Policy{DecisionCacheSize: 10000, EvalTimeout: time.Second,
 			Bundle: Bundle{PollingInterval: 30 * time.Second, KeyID: "default", Algorithm: "RS256", StartupTimeout: 30 * time.Second}},
 		Limits:      Limits{MaxBodyBytes: 1 << 20, MaxJSONDepth: 64, MaxSessionsPerPrincipal: 100},
-		DecisionLog: DecisionLog{Output: "stderr", Arguments: "full", Redact: []string{}},
+		DecisionLog: DecisionLog{Output: "stderr", Arguments: "full", Redact: []string{}, FlushInterval: 100 * time.Millisecond},
 	}
 }
 
@@ -321,6 +324,9 @@ func (c *Config) Validate() error {
 	}
 	if !slices.Contains([]string{"full", "hash", "none"}, c.DecisionLog.Arguments) {
 		bad("decision_log.arguments: %q is not one of full, hash, none", c.DecisionLog.Arguments)
+	}
+	if c.DecisionLog.FlushInterval < 0 || c.DecisionLog.FlushInterval > 10*time.Second {
+		bad("decision_log.flush_interval: %s is outside 0s..10s", c.DecisionLog.FlushInterval)
 	}
 	if c.DecisionLog.Output == "" {
 		bad("decision_log.output: empty; use stderr, stdout or a file path")

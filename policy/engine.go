@@ -4,6 +4,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	_ "embed"
@@ -110,6 +111,9 @@ type Options struct {
 	OnSwap func(revision string)
 	// OnReload is told the outcome of every reload attempt.
 	OnReload func(err error)
+	// EvalTimeout bounds one evaluation; past it the decision is an
+	// error, so a denial. Zero means no bound but the caller's context.
+	EvalTimeout time.Duration
 	// CacheSize bounds each revision's caches of visible sets and call
 	// decisions; 0 takes the default (10000), a negative value turns them
 	// off. Caching assumes what OPA's own caches assume: a decision depends
@@ -268,6 +272,8 @@ func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool
 	if err != nil {
 		return map[string]bool{}, err
 	}
+	ctx, cancel := e.deadline(ctx)
+	defer cancel()
 	rs, err := c.list.Eval(ctx, rego.EvalParsedInput(in))
 	if err == nil && len(rs) != 1 {
 		err = errors.New("visible_tools is undefined")
@@ -293,13 +299,26 @@ func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool
 // of the named tool in one evaluation. A call is allowed only when the tool
 // is visible and allow is true (CONTRACT.md, "Policy contract").
 func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args map[string]any) Decision {
+	if args == nil {
+		args = map[string]any{}
+	}
+	raw, err := json.Marshal(args) // encoding/json sorts keys: canonical
+	if err != nil {
+		return Decision{ID: uuid.NewString(), Revision: e.Revision(), Reason: "policy evaluation failed", Err: err}
+	}
+	return e.DecideRaw(ctx, p, tool, raw)
+}
+
+// DecideRaw is Decide for arguments as the request carried them (the
+// JSON-RPC params.arguments): a cached decision costs no decoding at all.
+// Arguments that are not a JSON object are an error, so a denial.
+func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, args []byte) Decision {
 	c := e.cur.Load()
 	id := uuid.NewString()
-	key, cacheable := "", c.calls != nil
-	if cacheable {
-		key, cacheable = callKey(p, tool, args)
-	}
-	if cacheable {
+	var key string
+	if c.calls != nil {
+		sum := sha256.Sum256(args)
+		key = p.Fingerprint() + "\x00" + tool + "\x00" + string(sum[:])
 		if d, ok := c.calls.Get(key); ok {
 			d.ID = id
 			d.RequiredScopes = slices.Clone(d.RequiredScopes) // a value: callers may change theirs
@@ -307,6 +326,8 @@ func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args
 		}
 	}
 	d := Decision{ID: id, Revision: c.revision}
+	ctx, cancel := e.deadline(ctx)
+	defer cancel()
 	in, err := e.input(p, ActionCall, tool, args)
 	var rs rego.ResultSet
 	if err == nil {
@@ -327,12 +348,21 @@ func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args
 	if !d.Allowed && d.Reason == "" {
 		d.Reason = "denied by policy"
 	}
-	if cacheable {
+	if c.calls != nil {
 		cached := d
 		cached.RequiredScopes = slices.Clone(d.RequiredScopes)
 		c.calls.Add(key, cached)
 	}
 	return d
+}
+
+// deadline bounds one evaluation by Options.EvalTimeout; only evaluations
+// pay for the timer, cache hits do not.
+func (e *Engine) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if e.opts.EvalTimeout > 0 {
+		return context.WithTimeout(ctx, e.opts.EvalTimeout)
+	}
+	return ctx, func() {}
 }
 
 // Trace evaluates a decision afresh, bypassing the caches, and writes OPA's
@@ -344,7 +374,11 @@ func (e *Engine) Trace(ctx context.Context, p *idp.Principal, tool string, args 
 	if tool == "" {
 		action, query = ActionList, c.list
 	}
-	in, err := e.input(p, action, tool, args)
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return err
+	}
+	in, err := e.input(p, action, tool, raw)
 	if err != nil {
 		return err
 	}
@@ -352,17 +386,6 @@ func (e *Engine) Trace(ctx context.Context, p *idp.Principal, tool string, args 
 	_, err = query.Eval(ctx, rego.EvalParsedInput(in), rego.EvalQueryTracer(buf))
 	topdown.PrettyTraceWithLocation(w, *buf)
 	return err
-}
-
-// callKey identifies a call for the decision cache: the principal's
-// fingerprint, the tool and a SHA-256 of the arguments' canonical JSON.
-func callKey(p *idp.Principal, tool string, args map[string]any) (string, bool) {
-	b, err := json.Marshal(args)
-	if err != nil {
-		return "", false
-	}
-	sum := sha256.Sum256(b)
-	return p.Fingerprint() + "\x00" + tool + "\x00" + string(sum[:]), true
 }
 
 func (d *Decision) read(v any) error {
@@ -421,7 +444,7 @@ func wrongType(v any, msg string) error {
 
 // input builds the policy input as an AST value: the catalog is parsed once
 // at start, the rest per evaluation.
-func (e *Engine) input(p *idp.Principal, action, tool string, args map[string]any) (ast.Value, error) {
+func (e *Engine) input(p *idp.Principal, action, tool string, args []byte) (ast.Value, error) {
 	principal, err := ast.InterfaceToValue(principalInput(p))
 	if err != nil {
 		return nil, err
@@ -436,12 +459,18 @@ func (e *Engine) input(p *idp.Principal, action, tool string, args map[string]an
 		if !ok {
 			ann = ast.NewObject()
 		}
-		if args == nil {
-			args = map[string]any{}
-		}
-		arguments, err := ast.InterfaceToValue(args)
-		if err != nil {
-			return nil, err
+		arguments := ast.Value(ast.NewObject())
+		if len(bytes.TrimSpace(args)) > 0 && string(bytes.TrimSpace(args)) != "null" {
+			var v any
+			if err := json.Unmarshal(args, &v); err != nil {
+				return nil, fmt.Errorf("arguments: %w", err)
+			}
+			if _, ok := v.(map[string]any); !ok {
+				return nil, errors.New("arguments must be a JSON object")
+			}
+			if arguments, err = ast.InterfaceToValue(v); err != nil {
+				return nil, err
+			}
 		}
 		items = append(items,
 			ast.Item(ast.InternedTerm("tool"), ast.ObjectTerm(

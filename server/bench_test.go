@@ -2,9 +2,11 @@ package server_test
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -15,6 +17,9 @@ import (
 	"github.com/toolgate/toolgate/idp"
 	"github.com/toolgate/toolgate/idp/idptest"
 	"github.com/toolgate/toolgate/server"
+	"github.com/toolgate/toolgate/tools"
+
+	mcpserver "github.com/mark3labs/mcp-go/server"
 )
 
 // BenchmarkStartup measures config read to ready with the development
@@ -149,4 +154,37 @@ func newMCPRequest(method, base, tok, session, body string) *http.Request {
 		req.Header.Set("Mcp-Session-Id", session)
 	}
 	return req
+}
+
+// BenchmarkGateOverhead measures the gate's own time per tools/call, without
+// the network: the same request through a bare mcp-go handler and through
+// toolgate's whole handler (token cache hit, decision cache hit).
+func BenchmarkGateOverhead(b *testing.B) {
+	tn := idptest.NewTenant(b, idptest.ProviderAuth0)
+	g := startGate(b, []*idptest.Tenant{tn}, withOptions(func(o *server.Options) { o.DecisionLog = io.Discard }))
+	tok := tn.Token(idptest.Claims{Audience: []string{g.Config.ResourceURL()}})
+	session := openSessions(b, g, tok, 1)[0]
+	body := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":3}}}`
+
+	bare := mcpserver.NewMCPServer("bare", "1")
+	bare.AddTools(tools.Builtin()...)
+	bareHandler := mcpserver.NewStreamableHTTPServer(bare, mcpserver.WithStreamableHTTPLogger(slog.New(slog.DiscardHandler)))
+	bareSession := func() string {
+		w := httptest.NewRecorder()
+		bareHandler.ServeHTTP(w, newMCPRequest(http.MethodPost, "http://127.0.0.1", "", "", initializeBody))
+		return w.Header().Get("Mcp-Session-Id")
+	}()
+
+	run := func(b *testing.B, h http.Handler, host, tok, session string) {
+		b.ReportAllocs()
+		for b.Loop() {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, newMCPRequest(http.MethodPost, host, tok, session, body))
+			if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"text":"5"`) {
+				b.Fatalf("%d %s", w.Code, w.Body.String())
+			}
+		}
+	}
+	b.Run("bare", func(b *testing.B) { run(b, bareHandler, "http://127.0.0.1", "", bareSession) })
+	b.Run("toolgate", func(b *testing.B) { run(b, g.srv.Handler(), g.URL, tok, session) })
 }

@@ -1,7 +1,7 @@
 package server
 
 import (
-	"context"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,8 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp"
@@ -18,20 +21,31 @@ import (
 
 // decisionLog writes one JSON line per policy decision, allowed or denied:
 // who (never the token), what, the answer, why, and which policy revision
-// gave it. It answers "who was denied what, and why".
+// gave it. It answers "who was denied what, and why". Lines are built by
+// hand, one write each: every request pays for its line, so no reflection.
 type decisionLog struct {
-	handler slog.Handler
+	w       io.Writer
 	args    string          // full | hash | none
 	redact  map[string]bool // argument names whose values are hidden
 	closer  io.Closer
-	failed  func()
+	failed  func(lines int)
 	log     *slog.Logger // where its own failures are told
 	lastErr atomic.Pointer[error]
+
+	// Lines wait in buf at most flushEvery, so that a busy gate makes one
+	// write a batch instead of one a request; flushEvery 0 writes each line
+	// at once.
+	mu         sync.Mutex
+	buf        []byte
+	pending    int // lines in buf
+	flushEvery time.Duration
+	stop       chan struct{}
+	stopped    chan struct{}
 }
 
 // openDecisionLog opens the configured output: stderr, stdout or a file
 // (appended, created 0600).
-func openDecisionLog(c config.DecisionLog, log *slog.Logger, failed func()) (*decisionLog, error) {
+func openDecisionLog(c config.DecisionLog, log *slog.Logger, failed func(int)) (*decisionLog, error) {
 	var w io.Writer
 	var closer io.Closer
 	switch c.Output {
@@ -49,17 +63,56 @@ func openDecisionLog(c config.DecisionLog, log *slog.Logger, failed func()) (*de
 	return newDecisionLog(w, c, closer, log, failed), nil
 }
 
-func newDecisionLog(w io.Writer, c config.DecisionLog, closer io.Closer, log *slog.Logger, failed func()) *decisionLog {
+func newDecisionLog(w io.Writer, c config.DecisionLog, closer io.Closer, log *slog.Logger, failed func(int)) *decisionLog {
 	if failed == nil {
-		failed = func() {}
+		failed = func(int) {}
 	}
-	return &decisionLog{
-		handler: slog.NewJSONHandler(w, nil),
-		args:    c.Arguments,
-		redact:  set(c.Redact),
-		closer:  closer,
-		failed:  failed,
-		log:     log,
+	l := &decisionLog{w: w, args: c.Arguments, redact: set(c.Redact), closer: closer, failed: failed, log: log,
+		flushEvery: c.FlushInterval, stop: make(chan struct{}), stopped: make(chan struct{})}
+	if l.flushEvery > 0 {
+		go l.flusher()
+	} else {
+		close(l.stopped)
+	}
+	return l
+}
+
+func (l *decisionLog) flusher() {
+	defer close(l.stopped)
+	t := time.NewTicker(l.flushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			l.mu.Lock()
+			l.flushLocked()
+			l.mu.Unlock()
+			return
+		case <-t.C:
+			l.mu.Lock()
+			l.flushLocked()
+			l.mu.Unlock()
+		}
+	}
+}
+
+// flushLocked writes the waiting lines; the caller holds l.mu.
+func (l *decisionLog) flushLocked() {
+	if l.pending == 0 {
+		return
+	}
+	_, err := l.w.Write(l.buf)
+	lines := l.pending
+	l.buf, l.pending = l.buf[:0], 0
+	if err != nil {
+		if l.lastErr.Swap(&err) == nil {
+			l.log.Error("decision log write failed; decisions are still enforced", "error", err)
+		}
+		l.failed(lines)
+		return
+	}
+	if l.lastErr.Swap(nil) != nil {
+		l.log.Info("decision log writes again")
 	}
 }
 
@@ -68,7 +121,7 @@ type entry struct {
 	ID             string
 	Principal      *idp.Principal
 	Action, Tool   string
-	Arguments      map[string]any
+	Arguments      []byte   // tools/call: params.arguments as sent
 	Visible        []string // tools/list: what was returned
 	Hidden         []string // tools/list in dry-run: what would have been hidden
 	Result, Reason string
@@ -78,58 +131,107 @@ type entry struct {
 	Err            error
 }
 
-func (l *decisionLog) write(ctx context.Context, e entry) {
-	r := slog.NewRecord(time.Now(), slog.LevelInfo, "decision", 0)
+var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func (l *decisionLog) write(e entry) {
+	bp := linePool.Get().(*[]byte)
+	b := (*bp)[:0]
+	b = append(b, `{"time":"`...)
+	b = time.Now().UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","level":"INFO","msg":"decision","decision_id":`...)
+	b = appendString(b, e.ID)
 	p := e.Principal
-	r.AddAttrs(
-		slog.String("decision_id", e.ID),
-		slog.Group("principal",
-			slog.String("sub", p.Sub), slog.String("iss", p.Iss), slog.String("provider", p.Provider),
-			slog.String("org_id", p.OrgID), slog.String("client_id", p.ClientID)),
-		slog.String("action", e.Action),
-	)
+	b = append(b, `,"principal":{"sub":`...)
+	b = appendString(b, p.Sub)
+	b = append(b, `,"iss":`...)
+	b = appendString(b, p.Iss)
+	b = append(b, `,"provider":`...)
+	b = appendString(b, p.Provider)
+	b = append(b, `,"org_id":`...)
+	b = appendString(b, p.OrgID)
+	b = append(b, `,"client_id":`...)
+	b = appendString(b, p.ClientID)
+	b = append(b, `},"action":`...)
+	b = appendString(b, e.Action)
 	if e.Tool != "" {
-		r.AddAttrs(slog.String("tool", e.Tool))
+		b = append(b, `,"tool":`...)
+		b = appendString(b, e.Tool)
 	}
 	if e.Action == "tools/call" {
-		switch l.args {
-		case "none":
-		case "hash":
-			r.AddAttrs(slog.String("arguments_sha256", l.hash(e.Arguments)))
-		default:
-			r.AddAttrs(slog.Any("arguments", l.redacted(e.Arguments)))
-		}
+		b = l.appendArguments(b, e.Arguments)
 	}
 	if e.Visible != nil {
-		r.AddAttrs(slog.Any("visible_tools", e.Visible))
+		b = append(b, `,"visible_tools":`...)
+		b = appendStrings(b, e.Visible)
 	}
 	if len(e.Hidden) > 0 {
-		r.AddAttrs(slog.Any("would_hide", e.Hidden))
+		b = append(b, `,"would_hide":`...)
+		b = appendStrings(b, e.Hidden)
 	}
-	r.AddAttrs(slog.String("result", e.Result))
+	b = append(b, `,"result":`...)
+	b = appendString(b, e.Result)
 	if e.Reason != "" {
-		r.AddAttrs(slog.String("reason", e.Reason))
+		b = append(b, `,"reason":`...)
+		b = appendString(b, e.Reason)
 	}
 	if len(e.RequiredScopes) > 0 {
-		r.AddAttrs(slog.Any("required_scopes", e.RequiredScopes))
+		b = append(b, `,"required_scopes":`...)
+		b = appendStrings(b, e.RequiredScopes)
 	}
 	if e.Err != nil {
-		r.AddAttrs(slog.String("error", e.Err.Error()))
+		b = append(b, `,"error":`...)
+		b = appendString(b, e.Err.Error())
 	}
-	r.AddAttrs(
-		slog.String("policy_revision", e.Revision),
-		slog.Float64("eval_ms", float64(e.Eval.Microseconds())/1000),
-	)
-	if err := l.handler.Handle(ctx, r); err != nil {
-		if l.lastErr.Swap(&err) == nil {
-			l.log.Error("decision log write failed; decisions are still enforced", "error", err)
+	b = append(b, `,"policy_revision":`...)
+	b = appendString(b, e.Revision)
+	b = append(b, `,"eval_ms":`...)
+	b = strconv.AppendFloat(b, float64(e.Eval.Microseconds())/1000, 'f', -1, 64)
+	b = append(b, "}\n"...)
+
+	l.mu.Lock()
+	l.buf = append(l.buf, b...)
+	l.pending++
+	if l.flushEvery == 0 || len(l.buf) >= 64<<10 {
+		l.flushLocked()
+	}
+	l.mu.Unlock()
+	*bp = b
+	linePool.Put(bp)
+}
+
+// appendArguments logs the arguments as configured: as sent (on one line),
+// with named ones redacted, as a SHA-256 of what was sent, or not at all.
+func (l *decisionLog) appendArguments(b, raw []byte) []byte {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		raw = []byte("{}")
+	}
+	switch l.args {
+	case "none":
+		return b
+	case "hash":
+		sum := sha256.Sum256(raw)
+		b = append(b, `,"arguments_sha256":"`...)
+		b = hex.AppendEncode(b, sum[:])
+		return append(b, '"')
+	}
+	if len(l.redact) > 0 {
+		var args map[string]json.RawMessage
+		if json.Unmarshal(raw, &args) == nil {
+			for k := range args {
+				if l.redact[k] {
+					args[k] = json.RawMessage(`"[redacted]"`)
+				}
+			}
+			raw, _ = json.Marshal(args)
 		}
-		l.failed()
-		return
 	}
-	if l.lastErr.Swap(nil) != nil {
-		l.log.Info("decision log writes again")
+	b = append(b, `,"arguments":`...)
+	var compact bytes.Buffer
+	if json.Compact(&compact, raw) != nil {
+		return appendString(b, string(raw)) // not JSON: logged as a string
 	}
+	return append(b, compact.Bytes()...)
 }
 
 // Err is why the latest line could not be written, or nil.
@@ -140,37 +242,60 @@ func (l *decisionLog) Err() error {
 	return nil
 }
 
-func (l *decisionLog) redacted(args map[string]any) map[string]any {
-	if args == nil {
-		return map[string]any{}
-	}
-	if len(l.redact) == 0 {
-		return args
-	}
-	out := make(map[string]any, len(args))
-	for k, v := range args {
-		if l.redact[k] {
-			v = "[redacted]"
-		}
-		out[k] = v
-	}
-	return out
-}
-
-// hash is a SHA-256 of the arguments' canonical JSON (encoding/json sorts
-// object keys), so equal arguments give equal hashes.
-func (l *decisionLog) hash(args map[string]any) string {
-	if args == nil {
-		args = map[string]any{}
-	}
-	b, _ := json.Marshal(args)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
-}
-
+// Close writes the waiting lines and closes the output.
 func (l *decisionLog) Close() error {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	<-l.stopped
+	l.mu.Lock()
+	l.flushLocked()
+	l.mu.Unlock()
 	if l.closer != nil {
 		return l.closer.Close()
 	}
 	return nil
+}
+
+func appendStrings(b []byte, list []string) []byte {
+	b = append(b, '[')
+	for i, s := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
+}
+
+// appendString appends s as a JSON string (RFC 8259 §7): quotes, backslashes
+// and control characters escaped, invalid UTF-8 replaced.
+func appendString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
 }

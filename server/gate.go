@@ -52,7 +52,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeError(w, err)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(idp.WithPrincipal(r.Context(), p)))
+		// One context for the request's whole way through the gate: the
+		// principal for the tools, and a slot for the call's decision.
+		ctx := context.WithValue(idp.WithPrincipal(r.Context(), p), decisionKey{}, &toolDecision{})
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
@@ -95,8 +98,8 @@ func (s *Server) bindSession(next http.Handler) http.Handler {
 type rpcRequest struct {
 	Method string `json:"method"`
 	Params struct {
-		Name      string         `json:"name"`
-		Arguments map[string]any `json:"arguments"`
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
 	} `json:"params"`
 }
 
@@ -154,7 +157,9 @@ func (s *Server) gateRequest(next http.Handler) http.Handler {
 				s.writeError(w, &stepUp{scopes: d.RequiredScopes, decisionID: d.ID})
 				return
 			}
-			r = r.WithContext(withDecision(r.Context(), req.Params.Name, d))
+			if slot, ok := r.Context().Value(decisionKey{}).(*toolDecision); ok {
+				slot.tool, slot.Decision, slot.made = req.Params.Name, d, true
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -188,11 +193,9 @@ func jsonDepth(b []byte) int {
 // decide asks the policy about one call, then logs and counts the
 // decision. In dry-run the decision is returned allowed (nothing is hidden
 // or refused) and logged with what would have happened.
-func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args map[string]any) policy.Decision {
+func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args []byte) policy.Decision {
 	start := time.Now()
-	ectx, cancel := context.WithTimeout(ctx, s.cfg.Policy.EvalTimeout)
-	d := s.policy.Decide(ectx, p, tool, args)
-	cancel()
+	d := s.policy.DecideRaw(ctx, p, tool, args)
 	eval := time.Since(start)
 	result, code := resultAllow, reasonAllowed
 	switch {
@@ -219,7 +222,7 @@ func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args
 	if result == resultAllow {
 		reason = ""
 	}
-	s.decisions.write(ctx, entry{
+	s.decisions.write(entry{
 		ID: d.ID, Principal: p, Action: policy.ActionCall, Tool: tool, Arguments: args,
 		Result: result, Reason: reason, RequiredScopes: logged.RequiredScopes,
 		Revision: d.Revision, Eval: eval, Err: logged.Err,
@@ -231,9 +234,7 @@ func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args
 // the decision. On an evaluation error nothing is visible (outside dry-run).
 func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]bool {
 	start := time.Now()
-	ectx, cancel := context.WithTimeout(ctx, s.cfg.Policy.EvalTimeout)
-	visible, err := s.policy.Visible(ectx, p)
-	cancel()
+	visible, err := s.policy.Visible(ctx, p)
 	eval := time.Since(start)
 	e := entry{ID: uuid.NewString(), Principal: p, Action: policy.ActionList, Result: resultAllow, Revision: s.policy.Revision(), Eval: eval, Err: err}
 	code := reasonAllowed
@@ -260,28 +261,31 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 	}
 	s.metrics.decisions.WithLabelValues(policy.ActionList, labelAllTools, e.Result, code).Inc()
 	s.metrics.evalDuration.WithLabelValues(policy.ActionList).Observe(eval.Seconds())
-	s.decisions.write(ctx, e)
+	s.decisions.write(e)
 	return visible
 }
 
 type decisionKey struct{}
 
+// toolDecision is the decision made for a call of tool in this request,
+// once made is set.
 type toolDecision struct {
 	tool string
+	made bool
 	policy.Decision
-}
-
-func withDecision(ctx context.Context, tool string, d policy.Decision) context.Context {
-	return context.WithValue(ctx, decisionKey{}, &toolDecision{tool, d})
 }
 
 // decisionFor returns the decision already made for a call of tool in this
 // request, or makes one.
 func (s *Server) decisionFor(ctx context.Context, p *idp.Principal, tool string, args map[string]any) policy.Decision {
-	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.tool == tool {
+	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.made && d.tool == tool {
 		return d.Decision
 	}
-	return s.decide(ctx, p, tool, args)
+	raw, err := json.Marshal(args)
+	if err != nil {
+		raw = []byte("not JSON") // refused by the policy engine: a denial
+	}
+	return s.decide(ctx, p, tool, raw)
 }
 
 // filterTools is mcp-go's tool filter, applied to tools/list and to each
@@ -292,7 +296,7 @@ func (s *Server) filterTools(ctx context.Context, tools []mcp.Tool) []mcp.Tool {
 	if !ok {
 		return nil
 	}
-	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && len(tools) == 1 && tools[0].Name == d.tool {
+	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.made && len(tools) == 1 && tools[0].Name == d.tool {
 		if d.Visible {
 			return tools
 		}

@@ -119,6 +119,7 @@ func launch(t testing.TB, tenants []*idptest.Tenant, opts ...gateOption) (*gate,
 	cfg.Listen = ln.Addr().String()
 	cfg.Policy.Dir = dir
 	cfg.Tokens.JWKSUnknownKIDInterval = time.Second
+	cfg.DecisionLog.FlushInterval = 0 // tests read each line as soon as it is decided
 	for _, tn := range tenants {
 		cfg.Issuers = append(cfg.Issuers, config.Issuer{Name: tn.Provider(), Provider: tn.Provider(), Issuer: tn.Issuer()})
 	}

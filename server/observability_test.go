@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/prometheus/common/expfmt"
@@ -333,4 +334,26 @@ func grep(text, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// With a flush interval, lines wait to be written together, reach the
+// output within the interval, and are all written at shutdown.
+func TestDecisionLogBatchesLines(t *testing.T) {
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g, stop := startStoppableGate(t, []*idptest.Tenant{tn}, func(c *config.Config, _ *server.Options) {
+		c.DecisionLog.FlushInterval = 10 * time.Second // only shutdown or a full buffer writes, here
+	})
+	c := g.connect(tn.Token(idptest.Claims{Audience: []string{g.Config.ResourceURL()}}))
+	for i := range 3 {
+		callTool(c, "add", map[string]any{"a": i, "b": 1})
+	}
+	if n := len(g.decisionLines()); n != 0 {
+		t.Fatalf("%d lines written before the interval", n)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(g.decisionLines()); n != 3 {
+		t.Errorf("%d lines after shutdown, want the 3 calls", n)
+	}
 }

@@ -113,8 +113,8 @@ func New(o Options) (*Server, error) {
 	s.metrics = newMetrics(s.catalog, names)
 	s.sessions = newSessions(func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
 	if o.DecisionLog != nil {
-		s.decisions = newDecisionLog(o.DecisionLog, cfg.DecisionLog, nil, o.Logger, s.metrics.decisionLogFail.Inc)
-	} else if s.decisions, err = openDecisionLog(cfg.DecisionLog, o.Logger, s.metrics.decisionLogFail.Inc); err != nil {
+		s.decisions = newDecisionLog(o.DecisionLog, cfg.DecisionLog, nil, o.Logger, s.metrics.decisionLogFailed)
+	} else if s.decisions, err = openDecisionLog(cfg.DecisionLog, o.Logger, s.metrics.decisionLogFailed); err != nil {
 		return nil, err
 	}
 	vo := cfg.VerifierOptions()
@@ -140,10 +140,11 @@ func New(o Options) (*Server, error) {
 		src = policy.Source{Bundle: b, Name: cfg.Policy.Bundle.URL}
 	}
 	s.policy, err = policy.New(src, Catalog(o.Tools), policy.Options{
-		Logger:    o.Logger,
-		OnSwap:    s.policyChanged,
-		OnReload:  s.metrics.policyReloaded,
-		CacheSize: config.OffIfZero(cfg.Policy.DecisionCacheSize),
+		Logger:      o.Logger,
+		OnSwap:      s.policyChanged,
+		OnReload:    s.metrics.policyReloaded,
+		CacheSize:   config.OffIfZero(cfg.Policy.DecisionCacheSize),
+		EvalTimeout: cfg.Policy.EvalTimeout,
 	})
 	if err != nil {
 		return nil, err
