@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"reflect"
 	"strconv"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -86,38 +87,24 @@ func numberArg(args map[string]any, key string) (float64, string) {
 		return 0, "missing required argument " + strconv.Quote(key)
 	}
 	var f float64
-	switch n := v.(type) {
-	case float64:
-		f = n
-	case float32:
-		f = float64(n)
-	case int:
-		f = float64(n)
-	case int8:
-		f = float64(n)
-	case int16:
-		f = float64(n)
-	case int32:
-		f = float64(n)
-	case int64:
-		f = float64(n)
-	case uint:
-		f = float64(n)
-	case uint8:
-		f = float64(n)
-	case uint16:
-		f = float64(n)
-	case uint32:
-		f = float64(n)
-	case uint64:
-		f = float64(n)
-	case json.Number:
+	notNumber := "argument " + strconv.Quote(key) + " must be a number"
+	if n, ok := v.(json.Number); ok {
 		var err error
 		if f, err = n.Float64(); err != nil {
-			return 0, "argument " + strconv.Quote(key) + " must be a number"
+			return 0, notNumber
 		}
-	default:
-		return 0, "argument " + strconv.Quote(key) + " must be a number"
+	} else {
+		// JSON gives float64; callers in Go may pass any numeric kind.
+		switch rv := reflect.ValueOf(v); rv.Kind() {
+		case reflect.Float32, reflect.Float64:
+			f = rv.Float()
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			f = float64(rv.Int())
+		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			f = float64(rv.Uint())
+		default:
+			return 0, notNumber
+		}
 	}
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return 0, "argument " + strconv.Quote(key) + " must be a finite number"
