@@ -48,7 +48,7 @@ func normalise(provider, issuer string, c jwt.MapClaims) *Principal {
 			p.Roles = union(p.Roles, strs(s["roles"]))
 		}
 	}
-	p.fingerprint = fingerprint(p)
+	p.fingerprint, p.key = fingerprint(p), p.Iss+"\x00"+p.Sub
 	return p
 }
 

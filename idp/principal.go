@@ -28,7 +28,8 @@ type Principal struct {
 	// Issuer is the configured issuer's name (a label for logs and metrics).
 	Issuer string `json:"-"`
 
-	fingerprint string
+	fingerprint string // see Fingerprint
+	key         string // see Key; both set once by the verifier
 }
 
 // Fingerprint is a SHA-256 of everything a policy can see of the principal,
@@ -73,7 +74,12 @@ func Anonymous() *Principal {
 }
 
 // Key identifies the principal across requests: issuer plus subject.
-func (p *Principal) Key() string { return p.Iss + "\x00" + p.Sub }
+func (p *Principal) Key() string {
+	if p.key != "" {
+		return p.key
+	}
+	return p.Iss + "\x00" + p.Sub
+}
 
 type principalKey struct{}
 
