@@ -74,6 +74,7 @@ fuzz:
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzParse$$' ./config/
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzDecideArguments$$' ./policy/
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzBearerChallenge$$' ./server/
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzScanRequest$$' ./server/
 
 # Soak: toolgate as its own process under a couple of minutes of steady mixed
 # load; prints its resident memory and goroutines at the start and the end

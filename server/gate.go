@@ -140,8 +140,8 @@ func (s *Server) gateRequest(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		var req rpcRequest
-		if json.Unmarshal(body, &req) != nil {
+		req, ok := scanRequest(body) // the common case, without decoding
+		if !ok && json.Unmarshal(body, &req) != nil {
 			next.ServeHTTP(w, r) // mcp-go answers the parse error
 			return
 		}

@@ -1,0 +1,85 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+)
+
+var scanSeeds = []string{
+	`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":3}}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}`,
+	` { "method" : "tools/call" , "params" : { "arguments" : [1, {"x": "}"}] , "name" : "n" } } `,
+	`{"METHOD":"tools/call","Params":{"NAME":"x","Arguments":"str\"ing"}}`,
+	`{"method":"tools/list","method":"tools/call","params":{"name":"a"},"params":{"arguments":{"p":"q"}}}`,
+	`{"method":"tools/call","params":null}`,
+	`{"method":"tools/call","params":{"name":"a","arguments":null}}`,
+	`{"method":"tools\/call","params":{"name":"a"}}`,
+	`{"méthod":"tools/call"}`,
+	`{"paramſ":{"name":"a"}}`,
+	`{"method":"tools/call","params":{"name":"a","arguments":{"deep":[[[[{"k":"v\\"}"}]]]]}}}`,
+	`[{"method":"tools/call"}]`,
+	`{"method":1}`,
+	`{"method":"a"`,
+	`{"id":-1.5e3,"method":"ping","params":{"x":true,"y":false,"z":null}}`,
+	`{}`,
+	``,
+}
+
+// When the scanner answers, it answers what encoding/json would.
+func checkScan(t *testing.T, body []byte) {
+	got, ok := scanRequest(body)
+	if !ok {
+		return
+	}
+	var want rpcRequest
+	if err := json.Unmarshal(body, &want); err != nil {
+		// Not JSON: the scanner may answer; mcp-go refuses the request.
+		return
+	}
+	if got.Method != want.Method || got.Params.Name != want.Params.Name ||
+		!bytes.Equal(bytes.TrimSpace(got.Params.Arguments), bytes.TrimSpace(want.Params.Arguments)) {
+		t.Errorf("%q:\nscan %q %q %q\njson %q %q %q", body, got.Method, got.Params.Name, got.Params.Arguments,
+			want.Method, want.Params.Name, want.Params.Arguments)
+	}
+}
+
+func TestScanRequestAgreesWithEncodingJSON(t *testing.T) {
+	answered := 0
+	for _, s := range scanSeeds {
+		if _, ok := scanRequest([]byte(s)); ok {
+			answered++
+		}
+		checkScan(t, []byte(s))
+	}
+	if answered < 6 {
+		t.Errorf("the scanner answered only %d of the seeds", answered)
+	}
+	for _, s := range []string{`{"method":"tools\/call"}`, `{"méthod":"x"}`, `{"paramſ":{}}`} {
+		if _, ok := scanRequest([]byte(s)); ok {
+			t.Errorf("%s: must fall back to encoding/json", s)
+		}
+	}
+}
+
+func FuzzScanRequest(f *testing.F) {
+	for _, s := range scanSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(checkScan)
+}
+
+func BenchmarkScanRequest(b *testing.B) {
+	body := []byte(scanSeeds[0])
+	b.Run("scan", func(b *testing.B) {
+		for b.Loop() {
+			scanRequest(body)
+		}
+	})
+	b.Run("encoding/json", func(b *testing.B) {
+		for b.Loop() {
+			var r rpcRequest
+			json.Unmarshal(body, &r)
+		}
+	})
+}
