@@ -159,15 +159,10 @@ func lintInvisible(c *ast.Compiler, res *loader.Result, catalog []Tool) Findings
 		words = append(words, w)
 	}
 	slices.Sort(words)
-	e := &Engine{annots: map[string]ast.Value{}}
-	for _, t := range catalog {
-		e.catalog = append(e.catalog, map[string]any{"name": t.Name, "description": t.Description, "annotations": orEmptyMap(t.Annotations)})
-	}
-	tools, err := ast.InterfaceToValue(orEmptyAny(e.catalog))
+	cat, err := newCatalogInput(catalog)
 	if err != nil {
 		return nil
 	}
-	e.tools = tools
 	query, err := rego.New(rego.Query("data.mcp.authz.visible_tools"), rego.Compiler(c),
 		rego.Store(inmem.NewFromObject(res.Documents))).PrepareForEval(context.Background())
 	if err != nil {
@@ -185,7 +180,7 @@ func lintInvisible(c *ast.Compiler, res *loader.Result, catalog []Tool) Findings
 			tried++
 			p := &idp.Principal{Sub: "toolgate-policy-check", Provider: provider, OrgID: org,
 				Scopes: words, Permissions: words, Roles: words, Claims: map[string]any{}}
-			in, err := e.input(p, ActionList, "", nil)
+			in, err := cat.input(p, ActionList, "", nil)
 			if err != nil {
 				return nil
 			}
@@ -200,27 +195,22 @@ func lintInvisible(c *ast.Compiler, res *loader.Result, catalog []Tool) Findings
 		}
 	}
 	var out Findings
+	file, line := visibleToolsAt(c)
 	for _, t := range catalog {
 		if !visible[t.Name] {
-			out = append(out, Finding{File: visibleToolsFile(c), Line: visibleToolsLine(c), Severity: "warning",
+			out = append(out, Finding{File: file, Line: line, Severity: "warning",
 				Message: fmt.Sprintf("no rule makes tool %q visible, even to a principal holding every permission, role and scope the policy names", t.Name)})
 		}
 	}
 	return out
 }
 
-func visibleToolsFile(c *ast.Compiler) string {
+// visibleToolsAt is where the operator's visible_tools is defined.
+func visibleToolsAt(c *ast.Compiler) (string, int) {
 	if rules := c.GetRulesExact(ast.MustParseRef("data.mcp.authz.visible_tools")); len(rules) > 0 {
-		return rules[0].Location.File
+		return rules[0].Location.File, rules[0].Location.Row
 	}
-	return ""
-}
-
-func visibleToolsLine(c *ast.Compiler) int {
-	if rules := c.GetRulesExact(ast.MustParseRef("data.mcp.authz.visible_tools")); len(rules) > 0 {
-		return rules[0].Location.Row
-	}
-	return 0
+	return "", 0
 }
 
 func collectStrings(v any, into map[string]bool) {
@@ -270,18 +260,4 @@ func lineOf(b []byte, key string) int {
 		}
 	}
 	return 1
-}
-
-func orEmptyMap(m map[string]any) map[string]any {
-	if m == nil {
-		return map[string]any{}
-	}
-	return m
-}
-
-func orEmptyAny(s []any) []any {
-	if s == nil {
-		return []any{}
-	}
-	return s
 }

@@ -126,10 +126,8 @@ type Options struct {
 type Engine struct {
 	src      Source
 	opts     Options
-	toolList []Tool    // the catalog as given
-	catalog  []any     // the catalog as policy input, built once
-	tools    ast.Value // the same, parsed once
-	annots   map[string]ast.Value
+	toolList []Tool       // the catalog as given
+	in       catalogInput // the catalog as policy input, parsed once
 	cur      atomic.Pointer[compiled]
 	mu       sync.Mutex // serialises reloads
 	lastErr  atomic.Pointer[error]
@@ -161,23 +159,11 @@ func New(src Source, catalog []Tool, opts Options) (*Engine, error) {
 	if opts.CacheSize == 0 {
 		opts.CacheSize = 10000
 	}
-	e := &Engine{src: src, opts: opts, toolList: catalog, catalog: []any{}, annots: map[string]ast.Value{}}
-	for _, t := range catalog {
-		ann := t.Annotations
-		if ann == nil {
-			ann = map[string]any{}
-		}
-		e.catalog = append(e.catalog, map[string]any{"name": t.Name, "description": t.Description, "annotations": ann})
-		v, err := ast.InterfaceToValue(ann)
-		if err != nil {
-			return nil, fmt.Errorf("tool %s: annotations: %w", t.Name, err)
-		}
-		e.annots[t.Name] = v
-	}
-	var err error
-	if e.tools, err = ast.InterfaceToValue(e.catalog); err != nil {
+	in, err := newCatalogInput(catalog)
+	if err != nil {
 		return nil, err
 	}
+	e := &Engine{src: src, opts: opts, toolList: catalog, in: in}
 	c, err := e.compile(src)
 	if err != nil {
 		return nil, err
@@ -268,7 +254,7 @@ func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool
 			return v, nil
 		}
 	}
-	in, err := e.input(p, ActionList, "", nil)
+	in, err := e.in.input(p, ActionList, "", nil)
 	if err != nil {
 		return map[string]bool{}, err
 	}
@@ -328,7 +314,7 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 	d := Decision{ID: id, Revision: c.revision}
 	ctx, cancel := e.deadline(ctx)
 	defer cancel()
-	in, err := e.input(p, ActionCall, tool, args)
+	in, err := e.in.input(p, ActionCall, tool, args)
 	var rs rego.ResultSet
 	if err == nil {
 		rs, err = c.call.Eval(ctx, rego.EvalParsedInput(in))
@@ -378,7 +364,7 @@ func (e *Engine) Trace(ctx context.Context, p *idp.Principal, tool string, args 
 	if err != nil {
 		return err
 	}
-	in, err := e.input(p, action, tool, raw)
+	in, err := e.in.input(p, action, tool, raw)
 	if err != nil {
 		return err
 	}
@@ -442,9 +428,36 @@ func wrongType(v any, msg string) error {
 	return errors.New(msg)
 }
 
+// catalogInput is the catalog as policy input (input.tools), and each
+// tool's annotations (input.tool.annotations), parsed once.
+type catalogInput struct {
+	tools  ast.Value
+	annots map[string]ast.Value
+}
+
+func newCatalogInput(catalog []Tool) (catalogInput, error) {
+	c := catalogInput{annots: make(map[string]ast.Value, len(catalog))}
+	list := make([]any, 0, len(catalog))
+	for _, t := range catalog {
+		ann := t.Annotations
+		if ann == nil {
+			ann = map[string]any{}
+		}
+		list = append(list, map[string]any{"name": t.Name, "description": t.Description, "annotations": ann})
+		v, err := ast.InterfaceToValue(ann)
+		if err != nil {
+			return c, fmt.Errorf("tool %s: annotations: %w", t.Name, err)
+		}
+		c.annots[t.Name] = v
+	}
+	var err error
+	c.tools, err = ast.InterfaceToValue(list)
+	return c, err
+}
+
 // input builds the policy input as an AST value: the catalog is parsed once
 // at start, the rest per evaluation.
-func (e *Engine) input(p *idp.Principal, action, tool string, args []byte) (ast.Value, error) {
+func (c catalogInput) input(p *idp.Principal, action, tool string, args []byte) (ast.Value, error) {
 	principal, err := ast.InterfaceToValue(principalInput(p))
 	if err != nil {
 		return nil, err
@@ -452,10 +465,10 @@ func (e *Engine) input(p *idp.Principal, action, tool string, args []byte) (ast.
 	items := [][2]*ast.Term{
 		ast.Item(ast.InternedTerm("principal"), ast.NewTerm(principal)),
 		ast.Item(ast.InternedTerm("action"), ast.StringTerm(action)),
-		ast.Item(ast.InternedTerm("tools"), ast.NewTerm(e.tools)),
+		ast.Item(ast.InternedTerm("tools"), ast.NewTerm(c.tools)),
 	}
 	if action == ActionCall {
-		ann, ok := e.annots[tool]
+		ann, ok := c.annots[tool]
 		if !ok {
 			ann = ast.NewObject()
 		}
