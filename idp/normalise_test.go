@@ -301,7 +301,8 @@ func TestPrincipalFingerprint(t *testing.T) {
 			}
 		})
 	}
-	if Anonymous().Fingerprint() == base.Fingerprint() || Anonymous().Fingerprint() != Anonymous().Fingerprint() {
+	a, b := Anonymous(), Anonymous()
+	if a.Fingerprint() == base.Fingerprint() || a.Fingerprint() != b.Fingerprint() {
 		t.Error("anonymous fingerprint")
 	}
 }

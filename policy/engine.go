@@ -633,7 +633,7 @@ func checkContractTypes(c *ast.Compiler) error {
 	var errs ast.Errors
 	for _, name := range slices.Sorted(maps.Keys(contractTypes)) {
 		ref := ast.MustParseRef("data.mcp.authz." + name)
-		t := c.TypeEnv.Get(ref)
+		t := c.TypeEnv.GetByRef(ref)
 		rules := c.GetRulesExact(ref)
 		if t == nil || len(rules) == 0 || mayBe(t, name) {
 			continue

@@ -16,8 +16,6 @@ func TestFailClosed(t *testing.T) {
 	// Wrongly typed values come from data.json so that the type checker cannot
 	// see them at compile time (TestNewRefusesStaticallyWrongTypes covers
 	// literals).
-	const allowBug = "a non-boolean allow is silently false: policy/wrapper.rego:28 (allow if data.mcp.authz.allow == true) " +
-		"makes no {\"error\": ...} object, so Decide denies with Err nil and Reason \"denied by policy\""
 	cases := []struct {
 		name string
 		// rules are appended to "package mcp.authz"; every case also makes

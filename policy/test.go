@@ -29,7 +29,7 @@ func RunTests(ctx context.Context, dir string, out io.Writer, o TestOptions) err
 		runner = runner.SetCoverageQueryTracer(cov).SetCoverageRuns([]cover.Kind{cover.KindIndexExcluded, cover.KindEarlyExit})
 		reporter = tester.JSONCoverageReporter{Cover: cov, Modules: modules, Output: out, Verbose: o.Verbose}
 	}
-	ch, err := runner.Run(ctx, modules)
+	ch, err := runner.SetModules(modules).RunTests(ctx, nil)
 	if err != nil {
 		return err
 	}

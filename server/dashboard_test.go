@@ -78,9 +78,7 @@ func metricNames(expr string) []string {
 	for _, m := range promqlNameMatch.FindAllStringSubmatch(expr, -1) {
 		names = append(names, m[1])
 	}
-	for _, id := range promqlIdentifier.FindAllString(promqlString.ReplaceAllString(expr, `""`), -1) {
-		names = append(names, id)
-	}
+	names = append(names, promqlIdentifier.FindAllString(promqlString.ReplaceAllString(expr, `""`), -1)...)
 	return slices.DeleteFunc(names, func(n string) bool {
 		return !strings.HasPrefix(n, "toolgate_") && !strings.HasPrefix(n, "go_") && !strings.HasPrefix(n, "process_")
 	})

@@ -44,12 +44,6 @@ func (s *sessions) owns(id, principal string) bool {
 	return ok && owner == principal
 }
 
-func (s *sessions) active() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.owner)
-}
-
 // ResolveSessionIdManager implements mcpserver.SessionIdManagerResolver. A
 // nil request (mcp-go's idle sweeper) gets a manager that may only
 // terminate.
