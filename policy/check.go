@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
@@ -168,6 +169,11 @@ func lintInvisible(c *ast.Compiler, res *loader.Result, catalog []Tool) Findings
 	if err != nil {
 		return nil
 	}
+	// The lint runs before every load and reload: a slow policy must not
+	// hold them up.
+	ctx, cancel := context.WithTimeout(context.Background(), lintBudget)
+	defer cancel()
+	file, line := visibleToolsAt(c)
 	visible := map[string]bool{}
 	orgs := append([]string{""}, words...)
 	const budget = 256 // evaluations; a policy is rarely that picky
@@ -184,7 +190,11 @@ func lintInvisible(c *ast.Compiler, res *loader.Result, catalog []Tool) Findings
 			if err != nil {
 				return nil
 			}
-			rs, err := query.Eval(context.Background(), rego.EvalParsedInput(in))
+			rs, err := query.Eval(ctx, rego.EvalParsedInput(in))
+			if ctx.Err() != nil {
+				return Findings{{File: file, Line: line, Severity: "warning", Message: fmt.Sprintf(
+					"visible_tools took over %s for sample principals; the lint of invisible tools was skipped", lintBudget)}}
+			}
 			if err != nil || len(rs) != 1 {
 				continue
 			}
@@ -195,7 +205,6 @@ func lintInvisible(c *ast.Compiler, res *loader.Result, catalog []Tool) Findings
 		}
 	}
 	var out Findings
-	file, line := visibleToolsAt(c)
 	for _, t := range catalog {
 		if !visible[t.Name] {
 			out = append(out, Finding{File: file, Line: line, Severity: "warning",
@@ -204,6 +213,9 @@ func lintInvisible(c *ast.Compiler, res *loader.Result, catalog []Tool) Findings
 	}
 	return out
 }
+
+// lintBudget bounds the evaluations of the invisible-tool lint.
+const lintBudget = time.Second
 
 // visibleToolsAt is where the operator's visible_tools is defined.
 func visibleToolsAt(c *ast.Compiler) (string, int) {
