@@ -84,6 +84,13 @@ func TestBadTokensGet401WithTheirReason(t *testing.T) {
 			t.Errorf("%d", resp.StatusCode)
 		}
 	})
+	t.Run("another scheme", func(t *testing.T) {
+		resp := g.rawPost("", "", initializeBody, "Authorization", "Basic dXNlcjpwYXNz")
+		want := `Bearer error="invalid_token", error_description="not_bearer", resource_metadata="` + g.URL + `/.well-known/oauth-protected-resource/mcp"`
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != want {
+			t.Errorf("got %d %q, want 401 %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), want)
+		}
+	})
 	t.Run("no token", func(t *testing.T) {
 		resp := g.rawPost("", "", initializeBody)
 		want := `Bearer resource_metadata="` + g.URL + `/.well-known/oauth-protected-resource/mcp"`

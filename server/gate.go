@@ -62,7 +62,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 func (s *Server) principal(r *http.Request) (*idp.Principal, error) {
 	// A token in the query string leaks into logs and histories: refuse it
 	// even beside a good header (MCP authorization, "Token Requirements").
-	if r.URL.Query().Has("access_token") {
+	if r.URL.RawQuery != "" && r.URL.Query().Has("access_token") {
 		return nil, &idp.Error{Reason: idp.ReasonInQuery}
 	}
 	h := r.Header.Get("Authorization")
