@@ -20,6 +20,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -121,28 +122,43 @@ func compare(a, b *target, body string, clients int, round time.Duration, rounds
 		}
 	}
 	ra, rb := results[a.name], results[b.name]
-	fmt.Printf("%-9s %10s %10s %10s\n", "server", "req/s", "p50", "p99")
+	fmt.Printf("%-9s %10s %10s %10s %12s\n", "server", "req/s", "p50", "p99", "CPU/req")
 	for _, t := range []*target{a, b} {
 		r := results[t.name]
-		fmt.Printf("%-9s %10.0f %10s %10s\n", t.name, r.rate(), r.quantile(0.50), r.quantile(0.99))
+		fmt.Printf("%-9s %10.0f %10s %10s %12s\n", t.name, r.rate(), r.quantile(0.50), r.quantile(0.99), r.cpuPerRequest())
 	}
-	fmt.Printf("ratio %s/%s throughput: %.2f   p99 difference: %s\n", b.name, a.name, rb.rate()/ra.rate(), rb.quantile(0.99)-ra.quantile(0.99))
+	fmt.Printf("ratio %s/%s throughput: %.2f   p99 difference: %s   CPU/req ratio %s/%s: %.2f\n", b.name, a.name, rb.rate()/ra.rate(), rb.quantile(0.99)-ra.quantile(0.99),
+		a.name, b.name, float64(ra.cpuPerRequest())/float64(rb.cpuPerRequest()))
 	return nil
 }
 
 type stats struct {
 	n         int
 	elapsed   time.Duration
+	cpu       time.Duration // CPU time of the whole process: load and server
 	latencies []time.Duration
 }
 
 func (s *stats) add(o *stats) {
 	s.n += o.n
 	s.elapsed += o.elapsed
+	s.cpu += o.cpu
 	s.latencies = append(s.latencies, o.latencies...)
 }
 
 func (s *stats) rate() float64 { return float64(s.n) / s.elapsed.Seconds() }
+
+// cpuPerRequest is less disturbed than the rate by other tenants of the
+// machine taking CPU away: it counts only what this process spent.
+func (s *stats) cpuPerRequest() time.Duration {
+	return (s.cpu / time.Duration(s.n)).Round(100 * time.Nanosecond)
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 func (s *stats) quantile(q float64) time.Duration {
 	if len(s.latencies) == 0 {
@@ -161,11 +177,11 @@ func drive(t *target, body string, clients int, d time.Duration) (*stats, error)
 	var wg sync.WaitGroup
 	out := make([]*stats, clients)
 	errs := make(chan error, clients)
-	start := time.Now()
+	start, cpu := time.Now(), cpuTime()
 	deadline := start.Add(d)
 	for i := 0; i < clients; i++ {
 		wg.Add(1)
-		go func(i int) {
+		go pprof.Do(context.Background(), pprof.Labels("client", t.name), func(context.Context) {
 			defer wg.Done()
 			s := &stats{latencies: make([]time.Duration, 0, 1<<14)}
 			out[i] = s
@@ -188,7 +204,7 @@ func drive(t *target, body string, clients int, d time.Duration) (*stats, error)
 				s.latencies = append(s.latencies, time.Since(t0))
 				s.n++
 			}
-		}(i)
+		})
 	}
 	wg.Wait()
 	close(errs)
@@ -200,7 +216,7 @@ func drive(t *target, body string, clients int, d time.Duration) (*stats, error)
 		total.n += s.n
 		total.latencies = append(total.latencies, s.latencies...)
 	}
-	total.elapsed = time.Since(start)
+	total.elapsed, total.cpu = time.Since(start), cpuTime()-cpu
 	return total, nil
 }
 
@@ -213,7 +229,7 @@ func startBare(ts []mcpserver.ServerTool) (*target, error) {
 		return nil, err
 	}
 	hs := &http.Server{Handler: h}
-	go hs.Serve(ln)
+	go pprof.Do(context.Background(), pprof.Labels("server", "bare"), func(context.Context) { hs.Serve(ln) })
 	return &target{name: "bare", url: "http://" + ln.Addr().String() + "/mcp", stop: func() { hs.Close() }}, nil
 }
 
@@ -266,7 +282,7 @@ func startGate(tmp string, ts []mcpserver.ServerTool, data map[string]any) (*tar
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln, 5*time.Second); close(done) }()
+	go pprof.Do(ctx, pprof.Labels("server", "toolgate"), func(ctx context.Context) { srv.Serve(ctx, ln, 5*time.Second); close(done) })
 	return &target{name: "toolgate", url: "http://" + ln.Addr().String() + "/mcp", token: tok, stop: func() { cancel(); <-done }}, nil
 }
 
