@@ -286,9 +286,24 @@ func TestJWKSRefreshReportedGoodOnlyWhenApplied(t *testing.T) {
 // between (the token cache must not outlive the key).
 func TestCachedTokenOfRetiredKeyIsRefusedAfterAPartlyBrokenJWKS(t *testing.T) {
 	t.Parallel()
-	for _, cacheSize := range []int{-1, 0} {
-		t.Run(fmt.Sprintf("CacheSize %d", cacheSize), func(t *testing.T) {
+	for _, c := range []struct {
+		cacheSize int
+		memo      bool
+	}{{-1, false}, {0, false}, {0, true}} {
+		cacheSize := c.cacheSize
+		t.Run(fmt.Sprintf("CacheSize %d memo %v", cacheSize, c.memo), func(t *testing.T) {
 			t.Parallel()
+			ctx := context.Background()
+			if c.memo {
+				ctx = WithMemo(ctx)
+			}
+			verify := func(v *Verifier, tok string) (*Principal, error) { return verifyIn(ctx, v, tok) }
+			mustVerify := func(t *testing.T, v *Verifier, tok string) {
+				t.Helper()
+				if _, err := verify(v, tok); err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+			}
 			tn := idptest.NewTenant(t, idptest.ProviderAuth0)
 			url, serve := jwksProxy(t, tn)
 			is := tenantIssuer("auth0", tn)

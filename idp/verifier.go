@@ -3,6 +3,7 @@ package idp
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -336,13 +337,29 @@ func (v *Verifier) connect(ctx context.Context, st *issuerState) (keyfunc.Keyfun
 
 // Verify validates a raw access token (RFC 6750 §2.1 bearer, RFC 9068
 // profile) and returns its principal. A refused token is an *Error whose
-// Reason says why.
+// Reason says why. A verification is remembered (unless the cache is off)
+// for as long as the token stays valid: in the cache, and in the Memo that
+// ctx carries, if any.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
+	memo, _ := ctx.Value(memoKey{}).(*Memo)
+	if v.cache == nil || len(raw) > MaxTokenBytes {
+		memo = nil
+	}
+	if memo != nil {
+		if m := memo.last.Load(); m != nil && m.is(raw) {
+			if v.fresh(m.verified) {
+				v.opts.OnValidation(m.p.Issuer, "")
+				return m.p, nil
+			}
+			memo.last.CompareAndSwap(m, nil)
+		}
+	}
 	var key [sha256.Size]byte
 	if v.cache != nil && len(raw) <= MaxTokenBytes {
-		key = sha256.Sum256([]byte(raw))
+		key = tokenKey(raw)
 		if c, ok := v.cache.Get(key); ok {
-			if v.opts.Now().Before(c.until) && c.generation == c.issuer.generation.Load() {
+			if v.fresh(c) {
+				memo.remember(raw, c)
 				v.opts.OnValidation(c.p.Issuer, "")
 				return c.p, nil
 			}
@@ -359,10 +376,73 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 		return nil, e
 	}
 	if v.cache != nil {
-		v.cache.Add(key, verified{p: p, until: until, issuer: st, generation: gen})
+		c := verified{p: p, until: until, issuer: st, generation: gen}
+		v.cache.Add(key, c)
+		memo.remember(raw, c)
 	}
 	v.opts.OnValidation(p.Issuer, "")
 	return p, nil
+}
+
+// fresh reports whether a remembered verification still holds: the token
+// has not expired (to the second, leeway included: the rule of a fresh
+// check) and no key left its issuer's JWKS since.
+func (v *Verifier) fresh(c verified) bool {
+	return v.opts.Now().Before(c.until) && c.generation == c.issuer.generation.Load()
+}
+
+// A Memo remembers the last token verified on one client connection. A
+// keep-alive client sends the same token with every request; the memo
+// recognises it by comparing it with the one it holds, in constant time,
+// which costs less than hashing it to look it up in the cache. The memo
+// holds that one token for the connection's life and honours the same
+// expiry and key rules as the cache. Safe for concurrent use.
+type Memo struct{ last atomic.Pointer[memoized] }
+
+type memoized struct {
+	raw []byte
+	verified
+}
+
+type memoKey struct{}
+
+// WithMemo returns a context that carries a new Memo, for the requests of
+// one connection (http.Server.ConnContext).
+func WithMemo(ctx context.Context) context.Context {
+	return context.WithValue(ctx, memoKey{}, &Memo{})
+}
+
+func (m *Memo) remember(raw string, c verified) {
+	if m != nil {
+		m.last.Store(&memoized{raw: []byte(raw), verified: c})
+	}
+}
+
+// is compares raw with the remembered token in constant time (only the
+// lengths may differ in time).
+func (m *memoized) is(raw string) bool {
+	if len(raw) != len(m.raw) {
+		return false
+	}
+	var buf [2048]byte
+	var b []byte
+	if len(raw) <= len(buf) {
+		b = append(buf[:0], raw...)
+	} else {
+		b = []byte(raw)
+	}
+	return subtle.ConstantTimeCompare(b, m.raw) == 1
+}
+
+// tokenKey names a token in the cache: its SHA-256, so that the cache holds
+// no token. Usual tokens are hashed from a copy on the stack, without
+// allocating.
+func tokenKey(raw string) [sha256.Size]byte {
+	var buf [2048]byte
+	if len(raw) <= len(buf) {
+		return sha256.Sum256(append(buf[:0], raw...))
+	}
+	return sha256.Sum256([]byte(raw))
 }
 
 // verify checks a token afresh. It returns the principal, its issuer, the
