@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	_ "embed"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -39,6 +41,19 @@ import (
 
 //go:embed wrapper.rego
 var wrapperModule string
+
+// NewID returns a new decision id: a random UUID (RFC 9562 §5.4). An id
+// names a decision in the log and in the answer to the client; it is no
+// secret, so its bits come from math/rand/v2 (ChaCha8, seeded by the OS,
+// per thread) rather than a read from the kernel on every decision.
+func NewID() string {
+	var u uuid.UUID
+	binary.LittleEndian.PutUint64(u[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(u[8:], rand.Uint64())
+	u[6] = u[6]&0x0f | 0x40 // version 4
+	u[8] = u[8]&0x3f | 0x80 // variant 10
+	return u.String()
+}
 
 //go:embed input.schema.json
 var inputSchemaJSON []byte
@@ -140,8 +155,8 @@ type compiled struct {
 	loaded   time.Time
 	list     rego.PreparedEvalQuery
 	call     rego.PreparedEvalQuery
-	visible  *lru.Cache[string, map[string]bool] // principal fingerprint -> visible set
-	calls    *lru.Cache[string, Decision]        // principal, tool, arguments -> decision
+	visible  *lru.Cache[string, map[string]bool]     // principal fingerprint -> visible set
+	calls    *lru.Cache[[sha256.Size]byte, Decision] // callKey -> decision
 }
 
 // New compiles the policy of src. An error names the file and line that do
@@ -290,7 +305,7 @@ func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args
 	}
 	raw, err := json.Marshal(args) // encoding/json sorts keys: canonical
 	if err != nil {
-		return Decision{ID: uuid.NewString(), Revision: e.Revision(), Reason: "policy evaluation failed", Err: err}
+		return Decision{ID: NewID(), Revision: e.Revision(), Reason: "policy evaluation failed", Err: err}
 	}
 	return e.DecideRaw(ctx, p, tool, raw)
 }
@@ -300,11 +315,10 @@ func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args
 // Arguments that are not a JSON object are an error, so a denial.
 func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, args []byte) Decision {
 	c := e.cur.Load()
-	id := uuid.NewString()
-	var key string
+	id := NewID()
+	var key [sha256.Size]byte
 	if c.calls != nil {
-		sum := sha256.Sum256(args)
-		key = p.Fingerprint() + "\x00" + tool + "\x00" + string(sum[:])
+		key = callKey(p, tool, args)
 		if d, ok := c.calls.Get(key); ok {
 			d.ID = id
 			d.RequiredScopes = slices.Clone(d.RequiredScopes) // a value: callers may change theirs
@@ -340,6 +354,17 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 		c.calls.Add(key, cached)
 	}
 	return d
+}
+
+// callKey names a call decision in the cache: a SHA-256 of the principal's
+// fingerprint (fixed length), the tool's name with its length before it,
+// and the arguments as sent, so that no two different calls share a key.
+func callKey(p *idp.Principal, tool string, args []byte) [sha256.Size]byte {
+	var buf [512]byte // most calls: no allocation
+	b := append(buf[:0], p.Fingerprint()...)
+	b = binary.AppendUvarint(b, uint64(len(tool)))
+	b = append(b, tool...)
+	return sha256.Sum256(append(b, args...))
 }
 
 // deadline bounds one evaluation by Options.EvalTimeout; only evaluations
@@ -611,7 +636,7 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	}
 	if e.opts.CacheSize > 0 {
 		c.visible, _ = lru.New[string, map[string]bool](e.opts.CacheSize)
-		c.calls, _ = lru.New[string, Decision](e.opts.CacheSize)
+		c.calls, _ = lru.New[[sha256.Size]byte, Decision](e.opts.CacheSize)
 	}
 	return c, nil
 }

@@ -34,10 +34,13 @@ type decisionLog struct {
 
 	// Lines wait in buf at most flushEvery, so that a busy gate makes one
 	// write a batch instead of one a request; flushEvery 0 writes each line
-	// at once.
+	// at once. A flush swaps buf for spare and writes outside mu, so
+	// requests never wait for the disk; writing serialises the flushes.
 	mu         sync.Mutex
 	buf        []byte
 	pending    int // lines in buf
+	writing    sync.Mutex
+	spare      []byte // guarded by writing
 	flushEvery time.Duration
 	stop       chan struct{}
 	stopped    chan struct{}
@@ -84,26 +87,31 @@ func (l *decisionLog) flusher() {
 	for {
 		select {
 		case <-l.stop:
-			l.mu.Lock()
-			l.flushLocked()
-			l.mu.Unlock()
+			l.flush()
 			return
 		case <-t.C:
-			l.mu.Lock()
-			l.flushLocked()
-			l.mu.Unlock()
+			l.flush()
 		}
 	}
 }
 
-// flushLocked writes the waiting lines; the caller holds l.mu.
-func (l *decisionLog) flushLocked() {
-	if l.pending == 0 {
+// batchBytes is the most a batch holds before it is written without waiting
+// for the next tick.
+const batchBytes = 64 << 10
+
+// flush writes the waiting lines.
+func (l *decisionLog) flush() {
+	l.writing.Lock()
+	defer l.writing.Unlock()
+	l.mu.Lock()
+	batch, lines := l.buf, l.pending
+	l.buf, l.pending = l.spare[:0], 0
+	l.mu.Unlock()
+	l.spare = batch
+	if lines == 0 {
 		return
 	}
-	_, err := l.w.Write(l.buf)
-	lines := l.pending
-	l.buf, l.pending = l.buf[:0], 0
+	_, err := l.w.Write(batch)
 	if err != nil {
 		if l.lastErr.Swap(&err) == nil {
 			l.log.Error("decision log write failed; decisions are still enforced", "error", err)
@@ -185,18 +193,35 @@ func (l *decisionLog) write(e entry) {
 	b = append(b, `,"policy_revision":`...)
 	b = appendString(b, e.Revision)
 	b = append(b, `,"eval_ms":`...)
-	b = strconv.AppendFloat(b, float64(e.Eval.Microseconds())/1000, 'f', -1, 64)
+	b = appendMillis(b, e.Eval)
 	b = append(b, "}\n"...)
 
 	l.mu.Lock()
 	l.buf = append(l.buf, b...)
 	l.pending++
-	if l.flushEvery == 0 || len(l.buf) >= 64<<10 {
-		l.flushLocked()
-	}
+	full := l.flushEvery == 0 || len(l.buf) >= batchBytes
 	l.mu.Unlock()
 	*bp = b
 	linePool.Put(bp)
+	if full {
+		l.flush()
+	}
+}
+
+// appendMillis appends d (not negative) in milliseconds to the
+// microsecond, as the shortest decimal: 1.5, 0.012, 3.
+func appendMillis(b []byte, d time.Duration) []byte {
+	us := max(d.Microseconds(), 0)
+	b = strconv.AppendInt(b, us/1000, 10)
+	frac := us % 1000
+	if frac == 0 {
+		return b
+	}
+	digits := []byte{'.', byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+	for digits[len(digits)-1] == '0' {
+		digits = digits[:len(digits)-1]
+	}
+	return append(b, digits...)
 }
 
 // appendArguments logs the arguments as configured: as sent (on one line),
@@ -227,11 +252,11 @@ func (l *decisionLog) appendArguments(b, raw []byte) []byte {
 		}
 	}
 	b = append(b, `,"arguments":`...)
-	var compact bytes.Buffer
-	if json.Compact(&compact, raw) != nil {
+	out := bytes.NewBuffer(b)
+	if json.Compact(out, raw) != nil { // it wrote nothing
 		return appendString(b, string(raw)) // not JSON: logged as a string
 	}
-	return append(b, compact.Bytes()...)
+	return out.Bytes()
 }
 
 // Err is why the latest line could not be written, or nil.
@@ -250,9 +275,7 @@ func (l *decisionLog) Close() error {
 		close(l.stop)
 	}
 	<-l.stopped
-	l.mu.Lock()
-	l.flushLocked()
-	l.mu.Unlock()
+	l.flush()
 	if l.closer != nil {
 		return l.closer.Close()
 	}

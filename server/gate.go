@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
@@ -125,14 +123,9 @@ func (s *Server) gateRequest(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBodyBytes))
+		body, err := readBody(w, r, s.cfg.Limits.MaxBodyBytes)
 		if err != nil {
-			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
-				s.writeError(w, errBodyTooLarge)
-			} else {
-				s.writeError(w, errBadRequest)
-			}
+			s.writeError(w, err)
 			return
 		}
 		if jsonDepth(body) > s.cfg.Limits.MaxJSONDepth {
@@ -163,6 +156,31 @@ func (s *Server) gateRequest(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// readBody reads a request body of at most limit bytes: errBodyTooLarge
+// past it, errBadRequest when it cannot be read. A body of known length is
+// read in one allocation of its size.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, errBodyTooLarge
+	}
+	var body []byte
+	var err error
+	if r.ContentLength >= 0 {
+		body = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, errBodyTooLarge
+	case err != nil:
+		return nil, errBadRequest
+	}
+	return body, nil
 }
 
 // jsonDepth is the deepest nesting of arrays and objects in a JSON text,
@@ -216,8 +234,8 @@ func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args
 		}
 		d.Visible, d.Allowed, d.RequiredScopes, d.Err = true, true, nil, nil
 	}
-	s.metrics.decisions.WithLabelValues(policy.ActionCall, s.metrics.tool(tool), result, code).Inc()
-	s.metrics.evalDuration.WithLabelValues(policy.ActionCall).Observe(eval.Seconds())
+	s.metrics.decided.get(policy.ActionCall, s.metrics.tool(tool), result, code).Inc()
+	s.metrics.evalTime.get(policy.ActionCall).Observe(eval.Seconds())
 	reason := logged.Reason
 	if result == resultAllow {
 		reason = ""
@@ -236,7 +254,7 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 	start := time.Now()
 	visible, err := s.policy.Visible(ctx, p)
 	eval := time.Since(start)
-	e := entry{ID: uuid.NewString(), Principal: p, Action: policy.ActionList, Result: resultAllow, Revision: s.policy.Revision(), Eval: eval, Err: err}
+	e := entry{ID: policy.NewID(), Principal: p, Action: policy.ActionList, Result: resultAllow, Revision: s.policy.Revision(), Eval: eval, Err: err}
 	code := reasonAllowed
 	if err != nil {
 		e.Result, code = resultError, reasonEvaluationError
@@ -259,8 +277,8 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 			e.Visible = append(e.Visible, name)
 		}
 	}
-	s.metrics.decisions.WithLabelValues(policy.ActionList, labelAllTools, e.Result, code).Inc()
-	s.metrics.evalDuration.WithLabelValues(policy.ActionList).Observe(eval.Seconds())
+	s.metrics.decided.get(policy.ActionList, labelAllTools, e.Result, code).Inc()
+	s.metrics.evalTime.get(policy.ActionList).Observe(eval.Seconds())
 	s.decisions.write(e)
 	return visible
 }
@@ -324,7 +342,7 @@ func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandl
 		tool := s.metrics.tool(req.Params.Name)
 		d := s.decisionFor(ctx, p, req.Params.Name, req.GetArguments())
 		if !d.Allowed {
-			s.metrics.toolCalls.WithLabelValues(tool, "denied").Inc()
+			s.metrics.toolCall.get(tool, "denied").Inc()
 			res := mcp.NewToolResultError("Permission denied: " + d.Reason)
 			res.Meta = mcp.NewMetaFromMap(map[string]any{"decision_id": d.ID})
 			return res, nil
@@ -335,8 +353,8 @@ func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandl
 		if err != nil || res == nil || res.IsError {
 			outcome = "error"
 		}
-		s.metrics.toolCalls.WithLabelValues(tool, outcome).Inc()
-		s.metrics.toolDuration.WithLabelValues(tool).Observe(time.Since(start).Seconds())
+		s.metrics.toolCall.get(tool, outcome).Inc()
+		s.metrics.toolTime.get(tool).Observe(time.Since(start).Seconds())
 		return res, err
 	}
 }

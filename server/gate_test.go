@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"image/png"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -357,6 +358,23 @@ func TestRequestBodyIsBounded(t *testing.T) {
 	big := callBody("add", `{"a":1,"b":2,"pad":"`+strings.Repeat("x", 1<<20)+`"}`)
 	if resp := g.rawPost(tok, "", big); resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Errorf("a body over 1 MiB: %d, want 413", resp.StatusCode)
+	}
+	// Without a Content-Length (chunked), the limit holds as the body is read.
+	chunked := func(body string) *http.Response {
+		req := newMCPRequest(http.MethodPost, g.URL, tok, "", "")
+		req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), -1
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	if resp := chunked(big); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("a chunked body over 1 MiB: %d, want 413", resp.StatusCode)
+	}
+	if resp := chunked(initializeBody); resp.StatusCode != http.StatusOK {
+		t.Errorf("a chunked initialize: %d, want 200", resp.StatusCode)
 	}
 }
 

@@ -63,9 +63,17 @@ type metrics struct {
 	sessionsActive  prometheus.Gauge
 	decisionLogFail prometheus.Counter
 
+	// The children the hot path uses, memoised (children.go).
+	decided     *children[prometheus.Counter]
+	evalTime    *children[prometheus.Observer]
+	validated   *children[prometheus.Counter]
+	requests    *children[prometheus.Counter]
+	requestTime *children[prometheus.Observer]
+	toolCall    *children[prometheus.Counter]
+	toolTime    *children[prometheus.Observer]
+
 	mu          sync.Mutex
-	lastRefresh map[string]time.Time          // issuer -> last good JWKS fetch
-	valid       map[string]prometheus.Counter // issuer -> its valid-token counter
+	lastRefresh map[string]time.Time // issuer -> last good JWKS fetch
 }
 
 func newMetrics(tools, issuers []string) *metrics {
@@ -142,10 +150,16 @@ func newMetrics(tools, issuers []string) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	m.valid = make(map[string]prometheus.Counter, len(issuers))
+	m.decided = newChildren(m.decisions.WithLabelValues)
+	m.evalTime = newChildren(m.evalDuration.WithLabelValues)
+	m.validated = newChildren(m.validations.WithLabelValues)
+	m.requests = newChildren(m.httpRequests.WithLabelValues)
+	m.requestTime = newChildren(m.httpDuration.WithLabelValues)
+	m.toolCall = newChildren(m.toolCalls.WithLabelValues)
+	m.toolTime = newChildren(m.toolDuration.WithLabelValues)
 	for _, is := range issuers {
 		m.jwksKeys.WithLabelValues(is)
-		m.valid[is] = m.validations.WithLabelValues(is, "valid", "ok")
+		m.validated.get(is, "valid", "ok")
 	}
 	return m
 }
@@ -176,14 +190,10 @@ func (m *metrics) issuer(name string) string {
 
 func (m *metrics) tokenValidated(issuer string, reason idp.Reason) {
 	if reason == "" {
-		if c, ok := m.valid[issuer]; ok { // every request: no label hashing
-			c.Inc()
-			return
-		}
-		m.validations.WithLabelValues(m.issuer(issuer), "valid", "ok").Inc()
+		m.validated.get(m.issuer(issuer), "valid", "ok").Inc()
 		return
 	}
-	m.validations.WithLabelValues(m.issuer(issuer), "invalid", string(reason)).Inc()
+	m.validated.get(m.issuer(issuer), "invalid", string(reason)).Inc()
 }
 
 func (m *metrics) jwksRefreshed(issuer string, err error, keys int) {
@@ -249,16 +259,25 @@ func (m *metrics) instrument(next http.Handler) http.Handler {
 				route = tpl
 			}
 		}
-		method := r.Method
-		if !slices.Contains(httpMethods, method) {
-			method = "other"
-		}
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		m.httpRequests.WithLabelValues(route, method, strconv.Itoa(rec.code)).Inc()
-		m.httpDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+		m.observe(route, next, w, r)
 	})
+}
+
+// instrumentRoute is instrument for a handler that serves one route.
+func (m *metrics) instrumentRoute(route string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { m.observe(route, next, w, r) })
+}
+
+func (m *metrics) observe(route string, next http.Handler, w http.ResponseWriter, r *http.Request) {
+	method := r.Method
+	if !slices.Contains(httpMethods, method) {
+		method = "other"
+	}
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	next.ServeHTTP(rec, r)
+	m.requests.get(route, method, strconv.Itoa(rec.code)).Inc()
+	m.requestTime.get(route, method).Observe(time.Since(start).Seconds())
 }
 
 // statusRecorder remembers the status code. It flushes (the MCP endpoint

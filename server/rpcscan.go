@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/mark3labs/mcp-go/mcp"
 )
 
 // scanRequest reads the method, params.name and params.arguments of a
@@ -14,24 +17,24 @@ import (
 // wins, and arguments are the exact bytes of the value.
 func scanRequest(b []byte) (req rpcRequest, ok bool) {
 	s := scanner{b: b}
-	ok = s.object(func(key string) bool {
+	ok = s.object(func(key []byte) bool {
 		switch {
-		case strings.EqualFold(key, "method"):
+		case bytes.EqualFold(key, []byte("method")):
 			v, ok := s.plainString()
-			req.Method = v
+			req.Method = method(v)
 			return ok
-		case strings.EqualFold(key, "params"):
+		case bytes.EqualFold(key, []byte("params")):
 			s.space()
 			if s.i < len(s.b) && s.b[s.i] == 'n' { // null: leaves params as they are
 				return s.value()
 			}
-			return s.object(func(key string) bool {
+			return s.object(func(key []byte) bool {
 				switch {
-				case strings.EqualFold(key, "name"):
+				case bytes.EqualFold(key, []byte("name")):
 					v, ok := s.plainString()
-					req.Params.Name = v
+					req.Params.Name = string(v)
 					return ok
-				case strings.EqualFold(key, "arguments"):
+				case bytes.EqualFold(key, []byte("arguments")):
 					s.space()
 					start := s.i
 					if !s.value() {
@@ -60,9 +63,21 @@ func (s *scanner) space() {
 	}
 }
 
+// method is the method's name, without allocating for the methods the gate
+// looks at.
+func method(b []byte) string {
+	switch string(b) {
+	case string(mcp.MethodToolsCall):
+		return string(mcp.MethodToolsCall)
+	case string(mcp.MethodInitialize):
+		return string(mcp.MethodInitialize)
+	}
+	return string(b)
+}
+
 // object walks {"key": value, ...}, handing each key to member, which must
-// consume the value.
-func (s *scanner) object(member func(key string) bool) bool {
+// consume the value. The key is a slice of the input: member must not keep it.
+func (s *scanner) object(member func(key []byte) bool) bool {
 	s.space()
 	if s.i >= len(s.b) || s.b[s.i] != '{' {
 		return false
@@ -104,23 +119,23 @@ func (s *scanner) object(member func(key string) bool) bool {
 }
 
 // plainString reads a string without escapes, in valid UTF-8 (which
-// encoding/json would otherwise rewrite).
-func (s *scanner) plainString() (string, bool) {
+// encoding/json would otherwise rewrite). It returns a slice of the input.
+func (s *scanner) plainString() ([]byte, bool) {
 	s.space()
 	if s.i >= len(s.b) || s.b[s.i] != '"' {
-		return "", false
+		return nil, false
 	}
 	start := s.i + 1
 	for j := start; j < len(s.b); j++ {
 		switch c := s.b[j]; {
 		case c == '"':
 			s.i = j + 1
-			return string(s.b[start:j]), utf8.Valid(s.b[start:j])
+			return s.b[start:j], utf8.Valid(s.b[start:j])
 		case c == '\\' || c < 0x20:
-			return "", false
+			return nil, false
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 // value skips one JSON value of any kind, strings with escapes included.
@@ -175,7 +190,7 @@ func (s *scanner) skipString() bool {
 	return false
 }
 
-func ascii(s string) bool {
+func ascii(s []byte) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 0x80 {
 			return false

@@ -188,13 +188,33 @@ func New(o Options) (*Server, error) {
 	if cfg.Metrics.Listen == "" {
 		r.Handle("/metrics", s.metrics.handler()).Methods(http.MethodGet)
 	}
-	r.Handle("/mcp", s.checkOrigin(s.authenticate(s.bindSession(s.gateRequest(s.streamable)))))
 	r.HandleFunc("/.well-known/oauth-protected-resource", s.serveMetadata).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
 	r.HandleFunc("/.well-known/oauth-protected-resource/mcp", s.serveMetadata).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
 	r.HandleFunc("/healthz", s.serveHealth).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", s.serveReady).Methods(http.MethodGet, http.MethodHead)
-	s.handler = r
+	s.handler = endpoint{
+		path: "/mcp",
+		h:    s.metrics.instrumentRoute("/mcp", s.checkOrigin(s.authenticate(s.bindSession(s.gateRequest(s.streamable))))),
+		rest: r,
+	}
 	return s, nil
+}
+
+// endpoint serves the MCP endpoint, which every call hits, before the
+// router: gorilla/mux copies each request twice to carry route variables,
+// and the endpoint has none.
+type endpoint struct {
+	path string
+	h    http.Handler
+	rest http.Handler
+}
+
+func (e endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == e.path {
+		e.h.ServeHTTP(w, r)
+		return
+	}
+	e.rest.ServeHTTP(w, r)
 }
 
 // Catalog is what the policy sees of the tools.
@@ -254,6 +274,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// Each connection remembers its last verified token (idp.Memo).
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context { return idp.WithMemo(ctx) },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
