@@ -16,9 +16,10 @@ import (
 // SessionIdManagerResolver; the gate's middleware asks it first, because
 // mcp-go does not validate the id of a GET stream.
 type sessions struct {
+	owner    sync.Map // session id -> principal key; read on every request, without a lock
 	mu       sync.Mutex
-	owner    map[string]string // session id -> principal key
-	count    map[string]int    // principal key -> open sessions
+	count    map[string]int // principal key -> open sessions
+	open     int
 	onChange func(active int)
 }
 
@@ -26,7 +27,7 @@ func newSessions(onChange func(int)) *sessions {
 	if onChange == nil {
 		onChange = func(int) {}
 	}
-	return &sessions{owner: map[string]string{}, count: map[string]int{}, onChange: onChange}
+	return &sessions{count: map[string]int{}, onChange: onChange}
 }
 
 // mayOpen reports whether the principal holds fewer than limit sessions.
@@ -38,10 +39,8 @@ func (s *sessions) mayOpen(principal string, limit int) bool {
 
 // owns reports whether the session exists and belongs to the principal.
 func (s *sessions) owns(id, principal string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	owner, ok := s.owner[id]
-	return ok && owner == principal
+	owner, ok := s.owner.Load(id)
+	return ok && owner.(string) == principal
 }
 
 // ResolveSessionIdManager implements mcpserver.SessionIdManagerResolver. A
@@ -71,9 +70,10 @@ func (m boundManager) Generate() string {
 	}
 	id := "mcp-session-" + uuid.NewString()
 	m.s.mu.Lock()
-	m.s.owner[id] = m.principal
+	m.s.owner.Store(id, m.principal)
 	m.s.count[m.principal]++
-	n := len(m.s.owner)
+	m.s.open++
+	n := m.s.open
 	m.s.mu.Unlock()
 	m.s.onChange(n)
 	return id
@@ -88,14 +88,16 @@ func (m boundManager) Validate(id string) (bool, error) {
 
 func (m boundManager) Terminate(id string) (bool, error) {
 	m.s.mu.Lock()
-	owner, ok := m.s.owner[id]
+	v, ok := m.s.owner.Load(id)
+	owner, _ := v.(string)
 	if ok && (!m.known || owner == m.principal) {
-		delete(m.s.owner, id)
+		m.s.owner.Delete(id)
+		m.s.open--
 		if m.s.count[owner]--; m.s.count[owner] <= 0 {
 			delete(m.s.count, owner)
 		}
 	}
-	n := len(m.s.owner)
+	n := m.s.open
 	m.s.mu.Unlock()
 	if ok && m.known && owner != m.principal {
 		return true, nil // not allowed: another principal's session

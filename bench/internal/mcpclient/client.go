@@ -16,6 +16,7 @@ type Client struct {
 	URL     string // the /mcp endpoint
 	Token   string
 	Session string
+	auth    string
 }
 
 // Initialize opens the session.
@@ -67,7 +68,10 @@ func (c *Client) headers(req *http.Request, session string) {
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
 	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
+		if c.auth == "" { // built once, as a real client keeps its header
+			c.auth = "Bearer " + c.Token
+		}
+		req.Header.Set("Authorization", c.auth)
 	}
 	if session != "" {
 		req.Header.Set("Mcp-Session-Id", session)
