@@ -618,7 +618,9 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, blameRules(compiler)
 	}
-	store := inmem.NewFromObject(res.Documents)
+	// The store keeps data as AST values, so that an evaluation reading
+	// data.tool_rules does not convert it from Go values again each time.
+	store := inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))
 	prepare := func(q string) (rego.PreparedEvalQuery, error) {
 		return rego.New(
 			rego.Query(q),
