@@ -3,7 +3,7 @@
 // policy, drives both with the same keep-alive load, alternating A B A B, and
 // prints throughput, p50 and p99 for each and the ratio toolgate/bare.
 //
-//	go run ./bench/load [-clients 16] [-round 5s] [-rounds 4] [-tools 1000]
+//	go run ./bench/load [-clients 16] [-round 5s] [-rounds 4] [-tools 1000] [-distinct=false]
 package main
 
 import (
@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -39,6 +40,7 @@ func main() {
 	round := flag.Duration("round", 5*time.Second, "length of one measured round")
 	rounds := flag.Int("rounds", 4, "rounds per server (alternating A B A B)")
 	listTools := flag.Int("tools", 1000, "catalog size of the tools/list run (0 skips it)")
+	distinct := flag.Bool("distinct", true, "also run calls whose arguments differ every time (decision cache misses)")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if *profile != "" {
@@ -47,7 +49,7 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	if err := run(*clients, *round, *rounds, *listTools); err != nil {
+	if err := run(*clients, *round, *rounds, *listTools, *distinct); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -59,7 +61,7 @@ type target struct {
 	stop             func()
 }
 
-func run(clients int, round time.Duration, rounds, listTools int) error {
+func run(clients int, round time.Duration, rounds, listTools int, distinct bool) error {
 	tmp, err := os.MkdirTemp("", "toolgate-load")
 	if err != nil {
 		return err
@@ -77,8 +79,19 @@ func run(clients int, round time.Duration, rounds, listTools int) error {
 		return err
 	}
 	call := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":3}}}`
-	if err := compare(bare, gate, call, clients, round, rounds); err != nil {
+	if err := compare(bare, gate, func(int) string { return call }, clients, round, rounds); err != nil {
 		return err
+	}
+	if distinct {
+		// Arguments never seen before (a prompt, a query) miss the decision
+		// cache, which is keyed by them: every call evaluates the policy.
+		fmt.Printf("\ntools/call add, arguments differing on every call: %d clients, %d rounds of %s\n", clients, rounds, round)
+		fresh := func(n int) string {
+			return fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":%d,"b":%d}}}`, rand.Int64(), n)
+		}
+		if err := compare(bare, gate, fresh, clients, round, rounds); err != nil {
+			return err
+		}
 	}
 	bare.stop()
 	gate.stop()
@@ -95,7 +108,7 @@ func run(clients int, round time.Duration, rounds, listTools int) error {
 			return err
 		}
 		list := `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
-		if err := compare(bare, gate, list, clients, round, rounds); err != nil {
+		if err := compare(bare, gate, func(int) string { return list }, clients, round, rounds); err != nil {
 			return err
 		}
 		bare.stop()
@@ -104,7 +117,9 @@ func run(clients int, round time.Duration, rounds, listTools int) error {
 	return nil
 }
 
-func compare(a, b *target, body string, clients int, round time.Duration, rounds int) error {
+// compare drives a and b with the same load, alternating; body gives the
+// n-th message of a client.
+func compare(a, b *target, body func(n int) string, clients int, round time.Duration, rounds int) error {
 	results := map[string]*stats{a.name: {}, b.name: {}}
 	// Warm both up first (connections, caches, JIT of the kernel's paths).
 	for _, t := range []*target{a, b} {
@@ -168,9 +183,9 @@ func (s *stats) quantile(q float64) time.Duration {
 	return s.latencies[int(q*float64(len(s.latencies)-1))].Round(time.Microsecond)
 }
 
-// drive runs clients keep-alive loops posting body for d, each on its own
-// MCP session.
-func drive(t *target, body string, clients int, d time.Duration) (*stats, error) {
+// drive runs clients keep-alive loops posting body(0), body(1), … for d,
+// each on its own MCP session.
+func drive(t *target, body func(n int) string, clients int, d time.Duration) (*stats, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
@@ -193,7 +208,7 @@ func drive(t *target, body string, clients int, d time.Duration) (*stats, error)
 			defer c.Close()
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
-				b, status, err := c.Post(body)
+				b, status, err := c.Post(body(s.n))
 				if err == nil && (status != http.StatusOK || bytes.Contains(b, []byte(`"isError":true`)) || bytes.Contains(b, []byte(`"error":`))) {
 					err = fmt.Errorf("status %d: %.200s", status, b)
 				}
