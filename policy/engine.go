@@ -42,6 +42,9 @@ import (
 //go:embed wrapper.rego
 var wrapperModule string
 
+//go:embed wrapper_by_name.rego
+var byNameModule string
+
 // NewID returns a new decision id: a random UUID (RFC 9562 §5.4). An id
 // names a decision in the log and in the answer to the client; it is no
 // secret, so its bits come from math/rand/v2 (ChaCha8, seeded by the OS,
@@ -155,8 +158,10 @@ type compiled struct {
 	loaded   time.Time
 	list     rego.PreparedEvalQuery
 	call     rego.PreparedEvalQuery
-	visible  *lru.Cache[string, map[string]bool]     // principal fingerprint -> visible set
-	calls    *lru.Cache[[sha256.Size]byte, Decision] // callKey -> decision
+	// callQuery is the wrapper document call answers (compileModules).
+	callQuery string
+	visible   *lru.Cache[string, map[string]bool]     // principal fingerprint -> visible set
+	calls     *lru.Cache[[sha256.Size]byte, Decision] // callKey -> decision
 }
 
 // New compiles the policy of src. An error names the file and line that do
@@ -614,9 +619,19 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 		return nil, err
 	}
 	modules[wrapperFile] = wrapper
-	compiler := ast.NewCompiler()
-	if compiler.Compile(modules); compiler.Failed() {
-		return nil, blameRules(compiler)
+	compiler, err := compileModules(modules)
+	if err != nil {
+		return nil, err
+	}
+	callQuery := "data.toolgate.internal.call"
+	if setOfStrings(compiler.TypeEnv.GetByRef(ast.MustParseRef("data.mcp.authz.visible_tools"))) {
+		if modules[byNameFile], err = ast.ParseModule(byNameFile, byNameModule); err != nil {
+			return nil, err
+		}
+		if compiler, err = compileModules(modules); err != nil {
+			return nil, err
+		}
+		callQuery = "data.toolgate.internal.call_by_name"
 	}
 	// The store keeps data as AST values, so that an evaluation reading
 	// data.tool_rules does not convert it from Go values again each time.
@@ -629,11 +644,11 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 			rego.StrictBuiltinErrors(true),
 		).PrepareForEval(context.Background())
 	}
-	c := &compiled{revision: revision(res), loaded: time.Now()}
+	c := &compiled{revision: revision(res), loaded: time.Now(), callQuery: callQuery}
 	if c.list, err = prepare("data.toolgate.internal.visible"); err != nil {
 		return nil, err
 	}
-	if c.call, err = prepare("data.toolgate.internal.call"); err != nil {
+	if c.call, err = prepare(callQuery); err != nil {
 		return nil, err
 	}
 	if e.opts.CacheSize > 0 {
@@ -644,6 +659,28 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 }
 
 const wrapperFile = "toolgate/wrapper.rego"
+
+const byNameFile = "toolgate/wrapper_by_name.rego"
+
+// compileModules compiles the operator's modules with the gate's wrappers,
+// against the input schema, so that the types of the contract's rules are
+// known.
+func compileModules(modules map[string]*ast.Module) (*ast.Compiler, error) {
+	compiler := ast.NewCompiler().WithSchemas(inputSchema)
+	if compiler.Compile(modules); compiler.Failed() {
+		return nil, blameRules(compiler)
+	}
+	return compiler, nil
+}
+
+// setOfStrings reports whether t is a set of strings. Then a call can ask
+// visible_tools for its tool only (wrapper_by_name.rego), which a partial
+// set rule answers without computing the whole set; any other visible_tools
+// is computed whole and its type checked at evaluation, so that a wrong one
+// denies (wrapper.rego).
+func setOfStrings(t types.Type) bool {
+	return t != nil && types.Compare(t, types.NewSet(types.S)) == 0
+}
 
 // contractTypes are the types the gate reads the contract's rules as.
 var contractTypes = map[string]string{

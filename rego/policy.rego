@@ -41,14 +41,18 @@ package mcp.authz
 
 default allow := false
 
-# The tools tools/list returns: the catalog's names intersected with the
-# granted tools, so a large catalog costs one pass over it, not one per rule.
-# (A plain ref walk is cheaper here than `some t in input.tools`.)
-visible_tools := {name | name := input.tools[_].name} & granted_tools
+# The tools tools/list returns: the catalog's tools whose rule grants them.
+# A partial set, so that a call asks visible_tools[tool_name] and OPA checks
+# that one tool's rule instead of computing the whole set. (A plain ref walk
+# is cheaper here than `some t in input.tools`.)
+visible_tools contains name if {
+	name := input.tools[_].name
+	granted(name)
+}
 
 allow if {
 	is_call
-	tool_name in visible_tools
+	visible_tools[tool_name]
 	not misconfigured
 	count(missing_scopes) == 0
 	count(argument_violations) == 0
@@ -56,7 +60,7 @@ allow if {
 
 reason := sprintf("tool %q is not available", [tool_name]) if {
 	is_call
-	not tool_name in visible_tools
+	not visible_tools[tool_name]
 } else := sprintf("tool %q is misconfigured", [tool_name]) if {
 	is_call
 	misconfigured
@@ -71,7 +75,7 @@ reason := sprintf("tool %q is not available", [tool_name]) if {
 # Every scope the call needs, so a single challenge carries all of them.
 required_scopes := {s | some s in call_rule.call_scopes} if {
 	is_call
-	tool_name in visible_tools
+	visible_tools[tool_name]
 	not misconfigured
 	count(missing_scopes) > 0
 }
@@ -85,17 +89,14 @@ authenticated if {
 	not provider in {"", "anonymous"}
 }
 
-# Tool names (from data.tool_rules) this principal may see, catalog aside.
-granted_tools contains name if {
+# Whether the rule of the named tool lets this principal see it, catalog
+# aside: a lookup of that one rule.
+granted(name) if {
 	authenticated
-	some name, rule in data.tool_rules
-	grants(rule)
+	grants(data.tool_rules[name])
 }
 
-granted_tools contains name if {
-	some name, rule in data.tool_rules
-	rule.anonymous == true
-}
+granted(name) if data.tool_rules[name].anonymous == true
 
 grants(rule) if {
 	any_of := object.get(rule, "any_of", null)
