@@ -341,8 +341,9 @@ func (v *Verifier) connect(ctx context.Context, st *issuerState) (keyfunc.Keyfun
 // for as long as the token stays valid: in the cache, and in the Memo that
 // ctx carries, if any.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
+	cacheable := v.cache != nil && len(raw) <= MaxTokenBytes
 	memo, _ := ctx.Value(memoKey{}).(*Memo)
-	if v.cache == nil || len(raw) > MaxTokenBytes {
+	if !cacheable {
 		memo = nil
 	}
 	if memo != nil {
@@ -355,7 +356,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 		}
 	}
 	var key [sha256.Size]byte
-	if v.cache != nil && len(raw) <= MaxTokenBytes {
+	if cacheable {
 		key = tokenKey(raw)
 		if c, ok := v.cache.Get(key); ok {
 			if v.fresh(c) {
@@ -375,7 +376,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 		v.opts.OnValidation(e.Issuer, e.Reason)
 		return nil, e
 	}
-	if v.cache != nil {
+	if cacheable {
 		c := verified{p: p, until: until, issuer: st, generation: gen}
 		v.cache.Add(key, c)
 		memo.remember(raw, c)
@@ -425,13 +426,7 @@ func (m *memoized) is(raw string) bool {
 		return false
 	}
 	var buf [2048]byte
-	var b []byte
-	if len(raw) <= len(buf) {
-		b = append(buf[:0], raw...)
-	} else {
-		b = []byte(raw)
-	}
-	return subtle.ConstantTimeCompare(b, m.raw) == 1
+	return subtle.ConstantTimeCompare(tokenBytes(&buf, raw), m.raw) == 1
 }
 
 // tokenKey names a token in the cache: its SHA-256, so that the cache holds
@@ -439,10 +434,16 @@ func (m *memoized) is(raw string) bool {
 // allocating.
 func tokenKey(raw string) [sha256.Size]byte {
 	var buf [2048]byte
+	return sha256.Sum256(tokenBytes(&buf, raw))
+}
+
+// tokenBytes is raw as bytes: copied into the caller's buf (on its stack)
+// when it fits, so that reading a usual token allocates nothing.
+func tokenBytes(buf *[2048]byte, raw string) []byte {
 	if len(raw) <= len(buf) {
-		return sha256.Sum256(append(buf[:0], raw...))
+		return append(buf[:0], raw...)
 	}
-	return sha256.Sum256([]byte(raw))
+	return []byte(raw)
 }
 
 // verify checks a token afresh. It returns the principal, its issuer, the
