@@ -158,7 +158,7 @@ type compiled struct {
 	loaded   time.Time
 	list     rego.PreparedEvalQuery
 	call     rego.PreparedEvalQuery
-	// callQuery is the wrapper document call answers (compileModules).
+	// callQuery is the wrapper document call answers (setOfStrings).
 	callQuery string
 	visible   *lru.Cache[string, map[string]bool]     // principal fingerprint -> visible set
 	calls     *lru.Cache[[sha256.Size]byte, Decision] // callKey -> decision
@@ -606,7 +606,7 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	// The operator's modules alone first, through the same check as
 	// `toolgate policy check`, so that every error names the operator's file
 	// and line; then with the wrapper.
-	_, findings := check(src, res, e.toolList)
+	checked, findings := check(src, res, e.toolList)
 	if errs := findings.Errors(); len(errs) > 0 {
 		return nil, errs
 	}
@@ -619,19 +619,16 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 		return nil, err
 	}
 	modules[wrapperFile] = wrapper
-	compiler, err := compileModules(modules)
-	if err != nil {
-		return nil, err
-	}
 	callQuery := "data.toolgate.internal.call"
-	if setOfStrings(compiler.TypeEnv.GetByRef(ast.MustParseRef("data.mcp.authz.visible_tools"))) {
+	if setOfStrings(checked.TypeEnv.GetByRef(ast.MustParseRef("data.mcp.authz.visible_tools"))) {
 		if modules[byNameFile], err = ast.ParseModule(byNameFile, byNameModule); err != nil {
 			return nil, err
 		}
-		if compiler, err = compileModules(modules); err != nil {
-			return nil, err
-		}
 		callQuery = "data.toolgate.internal.call_by_name"
+	}
+	compiler := ast.NewCompiler().WithSchemas(inputSchema)
+	if compiler.Compile(modules); compiler.Failed() {
+		return nil, blameRules(compiler)
 	}
 	// The store keeps data as AST values, so that an evaluation reading
 	// data.tool_rules does not convert it from Go values again each time.
@@ -662,22 +659,12 @@ const wrapperFile = "toolgate/wrapper.rego"
 
 const byNameFile = "toolgate/wrapper_by_name.rego"
 
-// compileModules compiles the operator's modules with the gate's wrappers,
-// against the input schema, so that the types of the contract's rules are
-// known.
-func compileModules(modules map[string]*ast.Module) (*ast.Compiler, error) {
-	compiler := ast.NewCompiler().WithSchemas(inputSchema)
-	if compiler.Compile(modules); compiler.Failed() {
-		return nil, blameRules(compiler)
-	}
-	return compiler, nil
-}
-
-// setOfStrings reports whether t is a set of strings. Then a call can ask
-// visible_tools for its tool only (wrapper_by_name.rego), which a partial
-// set rule answers without computing the whole set; any other visible_tools
-// is computed whole and its type checked at evaluation, so that a wrong one
-// denies (wrapper.rego).
+// setOfStrings reports whether t, the type of visible_tools as the policy
+// check's compiler (with the input schema) knows it, is a set of strings.
+// Then a call can ask visible_tools for its tool only
+// (wrapper_by_name.rego), which a partial set rule answers without
+// computing the whole set; any other visible_tools is computed whole and its
+// type checked at evaluation, so that a wrong one denies (wrapper.rego).
 func setOfStrings(t types.Type) bool {
 	return t != nil && types.Compare(t, types.NewSet(types.S)) == 0
 }
