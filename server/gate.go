@@ -128,12 +128,15 @@ func (s *Server) gateRequest(next http.Handler) http.Handler {
 			s.writeError(w, err)
 			return
 		}
-		if jsonDepth(body) > s.cfg.Limits.MaxJSONDepth {
+		req, depth, ok := scanRequest(body) // the common case, without decoding
+		if !ok {
+			depth = jsonDepth(body)
+		}
+		if depth > s.cfg.Limits.MaxJSONDepth {
 			s.writeError(w, errTooDeep)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		req, ok := scanRequest(body) // the common case, without decoding
 		if !ok && json.Unmarshal(body, &req) != nil {
 			next.ServeHTTP(w, r) // mcp-go answers the parse error
 			return

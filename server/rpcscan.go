@@ -14,8 +14,9 @@ import (
 // keys, a params that is not an object, unbalanced input) returns ok=false
 // and the caller decodes with encoding/json. When it answers, it answers as
 // encoding/json would: keys match case-insensitively, a later duplicate
-// wins, and arguments are the exact bytes of the value.
-func scanRequest(b []byte) (req rpcRequest, ok bool) {
+// wins, and arguments are the exact bytes of the value. depth is what
+// jsonDepth would say of b, found on the same pass.
+func scanRequest(b []byte) (req rpcRequest, depth int, ok bool) {
 	s := scanner{b: b}
 	ok = s.object(func(key []byte) bool {
 		switch {
@@ -49,12 +50,18 @@ func scanRequest(b []byte) (req rpcRequest, ok bool) {
 		return s.value()
 	})
 	s.space()
-	return req, ok && s.i == len(s.b)
+	return req, s.deepest, ok && s.i == len(s.b)
 }
 
 type scanner struct {
-	b []byte
-	i int
+	b              []byte
+	i              int
+	depth, deepest int // nesting of arrays and objects: here, and the most seen
+}
+
+func (s *scanner) open() {
+	s.depth++
+	s.deepest = max(s.deepest, s.depth)
 }
 
 func (s *scanner) space() {
@@ -83,9 +90,11 @@ func (s *scanner) object(member func(key []byte) bool) bool {
 		return false
 	}
 	s.i++
+	s.open()
 	s.space()
 	if s.i < len(s.b) && s.b[s.i] == '}' {
 		s.i++
+		s.depth--
 		return true
 	}
 	for {
@@ -111,6 +120,7 @@ func (s *scanner) object(member func(key []byte) bool) bool {
 			s.space()
 		case '}':
 			s.i++
+			s.depth--
 			return true
 		default:
 			return false
@@ -150,7 +160,7 @@ func (s *scanner) value() bool {
 	case '"':
 		return s.skipString()
 	case '{', '[':
-		depth := 0
+		outside := s.depth
 		for s.i < len(s.b) {
 			switch s.b[s.i] {
 			case '"':
@@ -159,9 +169,9 @@ func (s *scanner) value() bool {
 				}
 				continue
 			case '{', '[':
-				depth++
+				s.open()
 			case '}', ']':
-				if depth--; depth == 0 {
+				if s.depth--; s.depth == outside {
 					s.i++
 					return true
 				}

@@ -26,9 +26,10 @@ var scanSeeds = []string{
 	``,
 }
 
-// When the scanner answers, it answers what encoding/json would.
+// When the scanner answers JSON, it answers what encoding/json would, and
+// the depth jsonDepth would.
 func checkScan(t *testing.T, body []byte) {
-	got, ok := scanRequest(body)
+	got, depth, ok := scanRequest(body)
 	if !ok {
 		return
 	}
@@ -36,6 +37,9 @@ func checkScan(t *testing.T, body []byte) {
 	if err := json.Unmarshal(body, &want); err != nil {
 		// Not JSON: the scanner may answer; mcp-go refuses the request.
 		return
+	}
+	if want := jsonDepth(body); depth != want {
+		t.Errorf("%q: scan depth %d, jsonDepth %d", body, depth, want)
 	}
 	if got.Method != want.Method || got.Params.Name != want.Params.Name ||
 		!bytes.Equal(bytes.TrimSpace(got.Params.Arguments), bytes.TrimSpace(want.Params.Arguments)) {
@@ -47,7 +51,7 @@ func checkScan(t *testing.T, body []byte) {
 func TestScanRequestAgreesWithEncodingJSON(t *testing.T) {
 	answered := 0
 	for _, s := range scanSeeds {
-		if _, ok := scanRequest([]byte(s)); ok {
+		if _, _, ok := scanRequest([]byte(s)); ok {
 			answered++
 		}
 		checkScan(t, []byte(s))
@@ -56,7 +60,7 @@ func TestScanRequestAgreesWithEncodingJSON(t *testing.T) {
 		t.Errorf("the scanner answered only %d of the seeds", answered)
 	}
 	for _, s := range []string{`{"method":"tools\/call"}`, `{"méthod":"x"}`, `{"paramſ":{}}`} {
-		if _, ok := scanRequest([]byte(s)); ok {
+		if _, _, ok := scanRequest([]byte(s)); ok {
 			t.Errorf("%s: must fall back to encoding/json", s)
 		}
 	}
