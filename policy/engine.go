@@ -87,7 +87,10 @@ type Tool struct {
 	Annotations map[string]any `json:"annotations"`
 }
 
-// Decision is the answer to one tools/call.
+// Decision is the answer to one tools/call. One without Err had arguments
+// that were empty, null or a JSON object: DecideRaw decodes them before it
+// evaluates, and caches only what it evaluated (the decision log relies on
+// it).
 type Decision struct {
 	ID             string   // unique; in the decision log and the denial the client sees
 	Visible        bool     // the tool is in visible_tools

@@ -166,7 +166,7 @@ func (l *decisionLog) write(e entry) {
 		b = appendString(b, e.Tool)
 	}
 	if e.Action == "tools/call" {
-		b = l.appendArguments(b, e.Arguments)
+		b = l.appendArguments(b, e.Arguments, e.Err == nil)
 	}
 	if e.Visible != nil {
 		b = append(b, `,"visible_tools":`...)
@@ -226,7 +226,10 @@ func appendMillis(b []byte, d time.Duration) []byte {
 
 // appendArguments logs the arguments as configured: as sent (on one line),
 // with named ones redacted, as a SHA-256 of what was sent, or not at all.
-func (l *decisionLog) appendArguments(b, raw []byte) []byte {
+// parsed says the policy engine decoded raw without error (policy.Decision's
+// Err is nil), so that raw is JSON and, without whitespace, is its own
+// compact form.
+func (l *decisionLog) appendArguments(b, raw []byte, parsed bool) []byte {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		raw = []byte("{}")
@@ -252,6 +255,9 @@ func (l *decisionLog) appendArguments(b, raw []byte) []byte {
 		}
 	}
 	b = append(b, `,"arguments":`...)
+	if parsed && !bytes.ContainsAny(raw, " \t\r\n") {
+		return append(b, raw...)
+	}
 	out := bytes.NewBuffer(b)
 	if json.Compact(out, raw) != nil { // it wrote nothing
 		return appendString(b, string(raw)) // not JSON: logged as a string

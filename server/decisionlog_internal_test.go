@@ -23,3 +23,27 @@ func TestAppendMillis(t *testing.T) {
 		}
 	}
 }
+
+// Arguments are logged on one line as JSON, whichever way they came; what
+// the engine could not decode is logged as a string.
+func TestAppendArguments(t *testing.T) {
+	l := &decisionLog{args: "full"}
+	for _, c := range []struct {
+		raw    string
+		parsed bool
+		want   string
+	}{
+		{`{"a":2,"b":3}`, true, `{"a":2,"b":3}`},
+		{"{\"a\": 2,\n \"b\":\"x y\"}", true, `{"a":2,"b":"x y"}`},
+		{"{\"a\":\n2}", false, `{"a":2}`},
+		{"", true, `{}`},
+		{"null", true, `{}`},
+		{`{"a":`, false, `"{\"a\":"`},
+		{"not\nJSON", false, `"not\u000aJSON"`},
+	} {
+		got := string(l.appendArguments(nil, []byte(c.raw), c.parsed))
+		if want := `,"arguments":` + c.want; got != want {
+			t.Errorf("appendArguments(%q, %v) = %s, want %s", c.raw, c.parsed, got, want)
+		}
+	}
+}
