@@ -137,9 +137,11 @@ func (s *Server) gateRequest(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		if !ok && json.Unmarshal(body, &req) != nil {
-			next.ServeHTTP(w, r) // mcp-go answers the parse error
-			return
+		if !ok {
+			if req, ok = decodeRequest(body); !ok {
+				next.ServeHTTP(w, r) // mcp-go answers the parse error
+				return
+			}
 		}
 		switch req.Method {
 		case string(mcp.MethodInitialize):
@@ -161,6 +163,12 @@ func (s *Server) gateRequest(next http.Handler) http.Handler {
 	})
 }
 
+// decodeRequest is scanRequest's fallback. (Apart, so that only the
+// fallback puts a request on the heap.)
+func decodeRequest(body []byte) (req rpcRequest, ok bool) {
+	return req, json.Unmarshal(body, &req) == nil
+}
+
 // readBody reads a request body of at most limit bytes: errBodyTooLarge
 // past it, errBadRequest when it cannot be read. A body of known length is
 // read in one allocation of its size.
@@ -176,11 +184,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	} else {
 		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	}
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return nil, errBodyTooLarge
-	case err != nil:
+	if err != nil {
+		if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+			return nil, errBodyTooLarge
+		}
 		return nil, errBadRequest
 	}
 	return body, nil
