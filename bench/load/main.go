@@ -3,7 +3,7 @@
 // policy, drives both with the same keep-alive load, alternating A B A B, and
 // prints throughput, p50 and p99 for each and the ratio toolgate/bare.
 //
-//	go run ./bench/load [-clients 16] [-round 5s] [-rounds 4] [-tools 1000] [-distinct=false]
+//	go run ./bench/load [-clients 16] [-round 2s] [-rounds 10] [-tools 1000] [-distinct=false]
 package main
 
 import (
@@ -37,8 +37,8 @@ import (
 
 func main() {
 	clients := flag.Int("clients", 16, "concurrent keep-alive clients")
-	round := flag.Duration("round", 5*time.Second, "length of one measured round")
-	rounds := flag.Int("rounds", 4, "rounds per server (alternating A B A B)")
+	round := flag.Duration("round", 2*time.Second, "length of one measured round")
+	rounds := flag.Int("rounds", 10, "rounds per server (alternating A B A B)")
 	listTools := flag.Int("tools", 1000, "catalog size of the tools/list run (0 skips it)")
 	distinct := flag.Bool("distinct", true, "also run calls whose arguments differ every time (decision cache misses)")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -123,18 +123,25 @@ func compare(a, b *target, body func(n int) string, clients int, round time.Dura
 	results := map[string]*stats{a.name: {}, b.name: {}}
 	// Warm both up first (connections, caches, JIT of the kernel's paths).
 	for _, t := range []*target{a, b} {
-		if _, err := drive(t, body, clients, round/5); err != nil {
+		if _, err := drive(t, body, clients, max(round/5, time.Second)); err != nil {
 			return err
 		}
 	}
+	// Each round of b is paired with the round of a just before it: the two
+	// share the machine's state of that moment, which on a shared host
+	// swings more from round to round than the servers differ.
+	paired := make([]float64, 0, rounds)
 	for i := 0; i < rounds; i++ {
-		for _, t := range []*target{a, b} {
+		var rate [2]float64
+		for j, t := range []*target{a, b} {
 			s, err := drive(t, body, clients, round)
 			if err != nil {
 				return err
 			}
 			results[t.name].add(s)
+			rate[j] = s.rate()
 		}
+		paired = append(paired, rate[1]/rate[0])
 	}
 	ra, rb := results[a.name], results[b.name]
 	fmt.Printf("%-9s %10s %10s %10s %12s\n", "server", "req/s", "p50", "p99", "CPU/req")
@@ -144,7 +151,21 @@ func compare(a, b *target, body func(n int) string, clients int, round time.Dura
 	}
 	fmt.Printf("ratio %s/%s throughput: %.2f   p99 difference: %s   CPU/req ratio %s/%s: %.2f\n", b.name, a.name, rb.rate()/ra.rate(), rb.quantile(0.99)-ra.quantile(0.99),
 		a.name, b.name, float64(ra.cpuPerRequest())/float64(rb.cpuPerRequest()))
+	slices.Sort(paired)
+	fmt.Printf("throughput ratio of the %d paired rounds: median %.2f, quartiles %.2f to %.2f\n", len(paired),
+		quantile(paired, 0.5), quantile(paired, 0.25), quantile(paired, 0.75))
 	return nil
+}
+
+// quantile is the q-quantile of sorted values, interpolated between the
+// two nearest.
+func quantile(sorted []float64, q float64) float64 {
+	pos := q * float64(len(sorted)-1)
+	i := int(pos)
+	if i+1 >= len(sorted) {
+		return sorted[len(sorted)-1]
+	}
+	return sorted[i] + (pos-float64(i))*(sorted[i+1]-sorted[i])
 }
 
 type stats struct {
