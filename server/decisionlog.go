@@ -135,6 +135,7 @@ type entry struct {
 	Result, Reason string
 	RequiredScopes []string
 	Revision       string
+	At             time.Time // when the decision was made
 	Eval           time.Duration
 	Err            error
 }
@@ -145,7 +146,7 @@ func (l *decisionLog) write(e entry) {
 	bp := linePool.Get().(*[]byte)
 	b := (*bp)[:0]
 	b = append(b, `{"time":"`...)
-	b = time.Now().UTC().AppendFormat(b, time.RFC3339Nano)
+	b = e.At.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","level":"INFO","msg":"decision","decision_id":`...)
 	b = appendString(b, e.ID)
 	p := e.Principal

@@ -253,7 +253,7 @@ func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args
 	s.decisions.write(entry{
 		ID: d.ID, Principal: p, Action: policy.ActionCall, Tool: tool, Arguments: args,
 		Result: result, Reason: reason, RequiredScopes: logged.RequiredScopes,
-		Revision: d.Revision, Eval: eval, Err: logged.Err,
+		Revision: d.Revision, At: start.Add(eval), Eval: eval, Err: logged.Err,
 	})
 	return d
 }
@@ -264,7 +264,7 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 	start := time.Now()
 	visible, err := s.policy.Visible(ctx, p)
 	eval := time.Since(start)
-	e := entry{ID: policy.NewID(), Principal: p, Action: policy.ActionList, Result: resultAllow, Revision: s.policy.Revision(), Eval: eval, Err: err}
+	e := entry{ID: policy.NewID(), Principal: p, Action: policy.ActionList, Result: resultAllow, Revision: s.policy.Revision(), At: start.Add(eval), Eval: eval, Err: err}
 	code := reasonAllowed
 	if err != nil {
 		e.Result, code = resultError, reasonEvaluationError

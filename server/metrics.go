@@ -276,8 +276,24 @@ func (m *metrics) observe(route string, next http.Handler, w http.ResponseWriter
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 	next.ServeHTTP(rec, r)
-	m.requests.get(route, method, strconv.Itoa(rec.code)).Inc()
+	m.requests.get(route, method, statusLabel(rec.code)).Inc()
 	m.requestTime.get(route, method).Observe(time.Since(start).Seconds())
+}
+
+// statusLabels are the code label values of the valid HTTP status codes,
+// formatted once instead of on every request.
+var statusLabels = func() (labels [600]string) {
+	for code := 100; code < len(labels); code++ {
+		labels[code] = strconv.Itoa(code)
+	}
+	return labels
+}()
+
+func statusLabel(code int) string {
+	if code >= 100 && code < len(statusLabels) {
+		return statusLabels[code]
+	}
+	return strconv.Itoa(code)
 }
 
 // statusRecorder remembers the status code. It flushes (the MCP endpoint

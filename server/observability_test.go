@@ -221,6 +221,9 @@ func TestDecisionLogLines(t *testing.T) {
 		if line["policy_revision"] != g.srv.Policy().Revision() {
 			t.Errorf("revision = %v", line["policy_revision"])
 		}
+		if at, err := time.Parse(time.RFC3339Nano, str(line["time"])); err != nil || time.Since(at) > time.Minute || time.Since(at) < 0 {
+			t.Errorf("time = %v: not the moment of the decision (%v)", line["time"], err)
+		}
 	}
 	if p := allowed["principal"].(map[string]any); p["org_id"] != "org_9" || p["client_id"] != "cli" {
 		t.Errorf("principal = %v", p)
