@@ -301,31 +301,35 @@ func appendStrings(b []byte, list []string) []byte {
 }
 
 // appendString appends s as a JSON string (RFC 8259 §7): quotes, backslashes
-// and control characters escaped, invalid UTF-8 replaced.
+// and control characters escaped, each invalid UTF-8 byte replaced by
+// U+FFFD (as encoding/json does). Runs that need no escape are copied whole.
 func appendString(b []byte, s string) []byte {
 	const hexDigits = "0123456789abcdef"
 	b = append(b, '"')
+	done := 0 // s[:done] is in b
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c < 0x20:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			default:
-				b = append(b, c)
+		if c >= utf8.RuneSelf {
+			if r, size := utf8.DecodeRuneInString(s[i:]); r != utf8.RuneError || size > 1 {
+				i += size
+				continue
 			}
+		} else if c >= 0x20 && c != '"' && c != '\\' {
 			i++
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
+		b = append(b, s[done:i]...)
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
 			b = append(b, `\ufffd`...)
-		} else {
-			b = append(b, s[i:i+size]...)
 		}
-		i += size
+		i++
+		done = i
 	}
+	b = append(b, s[done:]...)
 	return append(b, '"')
 }

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestAppendMillis(t *testing.T) {
@@ -46,4 +48,34 @@ func TestAppendArguments(t *testing.T) {
 			t.Errorf("appendArguments(%q, %v) = %s, want %s", c.raw, c.parsed, got, want)
 		}
 	}
+}
+
+// A string in a log line reads back as encoding/json would write it, on
+// one line.
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "auth0|carol", `say "hi"\n`, "tab\there", "a\x00b\x1fc", "é ü 漢 🙂",
+		"bad \xff byte", "\xe2\x82", "\xef\xbf\xbd", "\u2028\u2029", "</script>&"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		line := appendString(nil, s)
+		var got string
+		if err := json.Unmarshal(line, &got); err != nil {
+			t.Fatalf("appendString(%q) = %s: not JSON: %v", s, line, err)
+		}
+		want, _ := json.Marshal(s)
+		var wantS string
+		json.Unmarshal(want, &wantS)
+		if got != wantS {
+			t.Errorf("appendString(%q) reads back as %q, encoding/json as %q", s, got, wantS)
+		}
+		for _, c := range line {
+			if c < 0x20 {
+				t.Fatalf("appendString(%q) = %q: a control byte in the line", s, line)
+			}
+		}
+		if !utf8.Valid(line) {
+			t.Errorf("appendString(%q) = %q: not UTF-8", s, line)
+		}
+	})
 }
