@@ -15,7 +15,8 @@ import (
 // and the caller decodes with encoding/json. When it answers, it answers as
 // encoding/json would: keys match case-insensitively, a later duplicate
 // wins, and arguments are the exact bytes of the value. depth is what
-// jsonDepth would say of b, found on the same pass.
+// jsonDepth says of b when b is JSON, found on the same pass (of a body that
+// is not, every decoder refuses it before any nesting is decoded).
 func scanRequest(b []byte) (req rpcRequest, depth int, ok bool) {
 	s := scanner{b: b}
 	ok = s.object(func(key []byte) bool {
