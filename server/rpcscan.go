@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -66,10 +65,17 @@ func (s *scanner) open() {
 }
 
 func (s *scanner) space() {
-	for s.i < len(s.b) && (s.b[s.i] == ' ' || s.b[s.i] == '\t' || s.b[s.i] == '\n' || s.b[s.i] == '\r') {
+	for s.i < len(s.b) && isSpace[s.b[s.i]] {
 		s.i++
 	}
 }
+
+// isSpace is JSON's whitespace (RFC 8259 §2); endsLiteral, what may
+// follow a number, true, false or null.
+var (
+	isSpace     = [256]bool{' ': true, '\t': true, '\n': true, '\r': true}
+	endsLiteral = [256]bool{' ': true, '\t': true, '\n': true, '\r': true, ',': true, '}': true, ']': true}
+)
 
 // method is the method's name, without allocating for the methods the gate
 // looks at.
@@ -137,13 +143,16 @@ func (s *scanner) plainString() ([]byte, bool) {
 		return nil, false
 	}
 	start := s.i + 1
+	ascii := true
 	for j := start; j < len(s.b); j++ {
 		switch c := s.b[j]; {
 		case c == '"':
 			s.i = j + 1
-			return s.b[start:j], utf8.Valid(s.b[start:j])
+			return s.b[start:j], ascii || utf8.Valid(s.b[start:j])
 		case c == '\\' || c < 0x20:
 			return nil, false
+		case c >= utf8.RuneSelf:
+			ascii = false
 		}
 	}
 	return nil, false
@@ -182,7 +191,7 @@ func (s *scanner) value() bool {
 		return false
 	}
 	start := s.i // a number, true, false or null
-	for s.i < len(s.b) && !strings.ContainsRune(",}] \t\n\r", rune(s.b[s.i])) {
+	for s.i < len(s.b) && !endsLiteral[s.b[s.i]] {
 		s.i++
 	}
 	return s.i > start
