@@ -909,3 +909,21 @@ func TestVerifiedTokenCache(t *testing.T) {
 		}
 	})
 }
+
+// equalConstantTime answers as == does, for every length around its
+// eight-byte steps and a difference in any position.
+func TestEqualConstantTime(t *testing.T) {
+	for n := 0; n <= 33; n++ {
+		a := strings.Repeat("x", n)
+		if !equalConstantTime(a, strings.Clone(a)) {
+			t.Errorf("length %d: equal strings differ", n)
+		}
+		for i := 0; i < n; i++ {
+			b := []byte(a)
+			b[i] ^= 0x01
+			if equalConstantTime(a, string(b)) {
+				t.Errorf("length %d: a difference at %d is not seen", n, i)
+			}
+		}
+	}
+}
