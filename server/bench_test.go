@@ -158,7 +158,8 @@ func newMCPRequest(method, base, tok, session, body string) *http.Request {
 
 // BenchmarkGateOverhead measures the gate's own time per tools/call, without
 // the network: the same request through a bare mcp-go handler and through
-// toolgate's whole handler (token cache hit, decision cache hit).
+// toolgate's whole handler (token remembered by the connection, decision
+// cache hit).
 func BenchmarkGateOverhead(b *testing.B) {
 	tn := idptest.NewTenant(b, idptest.ProviderAuth0)
 	g := startGate(b, []*idptest.Tenant{tn}, withOptions(func(o *server.Options) { o.DecisionLog = io.Discard }))
@@ -177,9 +178,10 @@ func BenchmarkGateOverhead(b *testing.B) {
 
 	run := func(b *testing.B, h http.Handler, host, tok, session string) {
 		b.ReportAllocs()
+		conn := idp.WithMemo(context.Background()) // one keep-alive connection, as http.Server's ConnContext gives
 		for b.Loop() {
 			w := httptest.NewRecorder()
-			h.ServeHTTP(w, newMCPRequest(http.MethodPost, host, tok, session, body))
+			h.ServeHTTP(w, newMCPRequest(http.MethodPost, host, tok, session, body).WithContext(conn))
 			if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"text":"5"`) {
 				b.Fatalf("%d %s", w.Code, w.Body.String())
 			}

@@ -308,15 +308,15 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	done := 0 // s[:done] is in b
 	for i := 0; i < len(s); {
+		if i += plainRun(s[i:]); i == len(s) {
+			break
+		}
 		c := s[i]
 		if c >= utf8.RuneSelf {
 			if r, size := utf8.DecodeRuneInString(s[i:]); r != utf8.RuneError || size > 1 {
 				i += size
 				continue
 			}
-		} else if c >= 0x20 && c != '"' && c != '\\' {
-			i++
-			continue
 		}
 		b = append(b, s[done:i]...)
 		switch {
@@ -333,3 +333,22 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, s[done:]...)
 	return append(b, '"')
 }
+
+// plainRun is the length of the run of plain ASCII bytes s starts with.
+func plainRun(s string) int {
+	for i := 0; i < len(s); i++ {
+		if !plainASCII[s[i]] {
+			return i
+		}
+	}
+	return len(s)
+}
+
+// plainASCII holds the bytes a JSON string carries as they are: ASCII, not
+// a control character, a quote or a backslash.
+var plainASCII = func() (plain [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		plain[c] = c != '"' && c != '\\'
+	}
+	return plain
+}()

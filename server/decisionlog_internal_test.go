@@ -2,9 +2,15 @@ package server
 
 import (
 	"encoding/json"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/toolgate/toolgate/config"
+	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/policy"
 )
 
 func TestAppendMillis(t *testing.T) {
@@ -78,4 +84,18 @@ func FuzzAppendString(f *testing.F) {
 			t.Errorf("appendString(%q) = %q: not UTF-8", s, line)
 		}
 	})
+}
+
+// BenchmarkDecisionLogLine is what every decision pays for its log line:
+// a new decision id, the line built and queued for the next flush.
+func BenchmarkDecisionLogLine(b *testing.B) {
+	l := newDecisionLog(io.Discard, config.DecisionLog{Arguments: "full", FlushInterval: time.Second}, nil, slog.New(slog.DiscardHandler), nil)
+	defer l.Close()
+	p := &idp.Principal{Sub: "auth0|5f7c8ec7c33c6c004bbafe82", Iss: "https://tenant.auth0.com/", Provider: "auth0", OrgID: "org_123", ClientID: "abc"}
+	args := []byte(`{"a":2,"b":3}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		l.write(entry{ID: policy.NewID(), Principal: p, Action: policy.ActionCall, Tool: "add", Arguments: args,
+			Result: resultAllow, Revision: "a00c0521a69d", At: time.Now(), Eval: 3 * time.Microsecond})
+	}
 }
