@@ -24,7 +24,7 @@ import (
 // public_url's host nor loopback. It runs before authentication.
 func (s *Server) checkOrigin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if o := r.Header.Get("Origin"); o != "" && !s.origins[o] {
+		if o := header(r, headerOrigin); o != "" && !s.origins[o] {
 			s.writeError(w, errOriginForbidden)
 			return
 		}
@@ -39,6 +39,22 @@ func (s *Server) checkOrigin(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// The request headers the gate reads, besides mcpserver.HeaderKeySessionID.
+const (
+	headerOrigin        = "Origin"
+	headerAuthorization = "Authorization"
+)
+
+// header is r.Header.Get of a key in canonical form (the gate's are, see
+// TestHeaderKeysAreCanonical): the map read, without canonicalising the key
+// again on every request.
+func header(r *http.Request, canonicalKey string) string {
+	if v := r.Header[canonicalKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // authenticate validates the bearer token (RFC 6750 §2.1: the
@@ -63,7 +79,7 @@ func (s *Server) principal(r *http.Request) (*idp.Principal, error) {
 	if r.URL.RawQuery != "" && r.URL.Query().Has("access_token") {
 		return nil, &idp.Error{Reason: idp.ReasonInQuery}
 	}
-	h := r.Header.Get("Authorization")
+	h := header(r, headerAuthorization)
 	if h == "" {
 		if s.cfg.Anonymous {
 			return idp.Anonymous(), nil
@@ -81,7 +97,7 @@ func (s *Server) principal(r *http.Request) (*idp.Principal, error) {
 // principal, before mcp-go sees it (CONTRACT.md, "Sessions").
 func (s *Server) bindSession(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id := r.Header.Get(mcpserver.HeaderKeySessionID); id != "" {
+		if id := header(r, mcpserver.HeaderKeySessionID); id != "" {
 			p, _ := idp.PrincipalFrom(r.Context())
 			if !s.sessions.owns(id, p.Key()) {
 				s.writeError(w, errSessionUnknown)
@@ -109,7 +125,7 @@ type rpcRequest struct {
 func (s *Server) gateRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := idp.PrincipalFrom(r.Context())
-		opensSession := r.Header.Get(mcpserver.HeaderKeySessionID) == ""
+		opensSession := header(r, mcpserver.HeaderKeySessionID) == ""
 		if r.Method == http.MethodGet {
 			// A GET without a session id makes a new session (a stream).
 			if opensSession && !s.sessions.mayOpen(p.Key(), s.cfg.Limits.MaxSessionsPerPrincipal) {
