@@ -2,6 +2,7 @@ package server
 
 import (
 	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -13,33 +14,44 @@ import (
 type children[V any] struct {
 	with func(...string) V // the vector's WithLabelValues
 	mu   sync.Mutex        // serialises misses
-	m    atomic.Pointer[map[[4]string]V]
+	m    atomic.Pointer[map[string]V]
 }
 
 func newChildren[V any](with func(...string) V) *children[V] {
 	return &children[V]{with: with}
 }
 
-// get returns the child of the label values (at most four).
+// labelSep joins label values into a memo key. Label values are UTF-8
+// (Prometheus requires it), in which the byte 0xff never occurs, so no two
+// lists of values share a key.
+const labelSep = "\xff"
+
+// get returns the child of the label values.
 func (c *children[V]) get(values ...string) V {
-	var key [4]string
-	copy(key[:], values)
+	var buf [128]byte
+	key := buf[:0]
+	for i, v := range values {
+		if i > 0 {
+			key = append(key, labelSep...)
+		}
+		key = append(key, v...)
+	}
 	if m := c.m.Load(); m != nil {
-		if v, ok := (*m)[key]; ok {
+		if v, ok := (*m)[string(key)]; ok { // a lookup by string(key) does not allocate
 			return v
 		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	next := map[[4]string]V{}
+	next := map[string]V{}
 	if m := c.m.Load(); m != nil {
-		if v, ok := (*m)[key]; ok {
+		if v, ok := (*m)[string(key)]; ok {
 			return v
 		}
 		next = maps.Clone(*m)
 	}
 	v := c.with(append([]string(nil), values...)...)
-	next[key] = v
+	next[strings.Join(values, labelSep)] = v
 	c.m.Store(&next)
 	return v
 }
