@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,20 +56,121 @@ func header(r *http.Request, canonicalKey string) string {
 	return ""
 }
 
-// authenticate validates the bearer token (RFC 6750 §2.1: the
-// Authorization header only) and puts the principal in the context.
-func (s *Server) authenticate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.principal(r)
+// serveMCP is the gate in front of mcp-go's Streamable HTTP transport. It
+// authenticates the request (RFC 6750 §2.1: the bearer token in the
+// Authorization header only); refuses a session id that is unknown or
+// another principal's (CONTRACT.md, "Sessions"); bounds the body (size and
+// JSON nesting) and the sessions of one principal; and decides a tools/call
+// before MCP runs it, so that a step-up can be the HTTP 403 the MCP
+// authorization spec asks for ("Scope challenge handling"). mcp-go then gets
+// the body as read and a context that carries the principal, for the tools,
+// and the call's decision, which the tool filter and the handler middleware
+// enforce.
+func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
+	p, err := s.principal(r)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	session := header(r, mcpserver.HeaderKeySessionID)
+	if session != "" && !s.sessions.owns(session, p.Key()) {
+		s.writeError(w, errSessionUnknown)
+		return
+	}
+	slot := &toolDecision{}
+	req := &mcpserver.HTTPRequest{Method: r.Method, URL: r.URL, Header: r.Header,
+		Context: context.WithValue(idp.WithPrincipal(r.Context(), p), decisionKey{}, slot)}
+	out := mcpWriter(w)
+	limit := s.cfg.Limits.MaxSessionsPerPrincipal
+	switch r.Method {
+	case http.MethodGet:
+		if session == "" { // a stream of its own, which counts as a session
+			release, ok := s.sessions.openStream(p.Key(), limit)
+			if !ok {
+				s.writeError(w, errTooManySessions)
+				return
+			}
+			defer release()
+		}
+	case http.MethodPost:
+		body, err := readBody(w, r, s.cfg.Limits.MaxBodyBytes)
 		if err != nil {
 			s.writeError(w, err)
 			return
 		}
-		// One context for the request's whole way through the gate: the
-		// principal for the tools, and a slot for the call's decision.
-		ctx := context.WithValue(idp.WithPrincipal(r.Context(), p), decisionKey{}, &toolDecision{})
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
+		rpc, depth, ok := scanRequest(body) // the common case, without decoding
+		if !ok {
+			depth = jsonDepth(body)
+		}
+		if depth > s.cfg.Limits.MaxJSONDepth {
+			s.writeError(w, errTooDeep)
+			return
+		}
+		req.Body = body
+		if !ok {
+			if rpc, ok = decodeRequest(body); !ok {
+				break // mcp-go answers the parse error
+			}
+		}
+		switch rpc.Method {
+		case string(mcp.MethodInitialize): // opens a session, whatever id came with it
+			if !s.sessions.mayOpen(p.Key(), limit) {
+				s.writeError(w, errTooManySessions)
+				return
+			}
+			out = &binding{HTTPResponseWriter: out, bind: func(id string) { s.sessions.bind(id, p.Key()) }}
+		case string(mcp.MethodToolsCall):
+			d := s.decide(req.Context, p, rpc.Params.Name, rpc.Params.Arguments)
+			if d.Visible && !d.Allowed && len(d.RequiredScopes) > 0 && d.Err == nil {
+				s.writeError(w, &stepUp{scopes: d.RequiredScopes, decisionID: d.ID})
+				return
+			}
+			slot.tool, slot.Decision, slot.made = rpc.Params.Name, d, true
+		}
+	}
+	s.streamable.Handle(out, req)
+}
+
+// mcpWriter is w as mcp-go writes a response: the metrics' statusRecorder
+// is one already.
+func mcpWriter(w http.ResponseWriter) mcpserver.HTTPResponseWriter {
+	if mw, ok := w.(mcpserver.HTTPResponseWriter); ok {
+		return mw
+	}
+	return &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+}
+
+// binding binds the session id of an initialize response to the principal
+// before any of the response leaves, so that the id serves its principal
+// from the moment the client can know it.
+type binding struct {
+	mcpserver.HTTPResponseWriter
+	bind  func(id string)
+	bound bool
+}
+
+func (b *binding) once() {
+	if !b.bound {
+		b.bound = true
+		if id := b.Header().Get(mcpserver.HeaderKeySessionID); id != "" {
+			b.bind(id)
+		}
+	}
+}
+
+func (b *binding) WriteHeader(code int) {
+	b.once()
+	b.HTTPResponseWriter.WriteHeader(code)
+}
+
+func (b *binding) Write(p []byte) (int, error) {
+	b.once()
+	return b.HTTPResponseWriter.Write(p)
+}
+
+func (b *binding) Flush() {
+	b.once()
+	b.HTTPResponseWriter.Flush()
 }
 
 func (s *Server) principal(r *http.Request) (*idp.Principal, error) {
@@ -93,21 +193,6 @@ func (s *Server) principal(r *http.Request) (*idp.Principal, error) {
 	return s.verifier.Verify(r.Context(), strings.TrimSpace(token))
 }
 
-// bindSession refuses a session id that is unknown or belongs to another
-// principal, before mcp-go sees it (CONTRACT.md, "Sessions").
-func (s *Server) bindSession(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id := header(r, mcpserver.HeaderKeySessionID); id != "" {
-			p, _ := idp.PrincipalFrom(r.Context())
-			if !s.sessions.owns(id, p.Key()) {
-				s.writeError(w, errSessionUnknown)
-				return
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 // rpcRequest is the part of a JSON-RPC request the gate reads.
 type rpcRequest struct {
 	Method string `json:"method"`
@@ -115,68 +200,6 @@ type rpcRequest struct {
 		Name      string          `json:"name"`
 		Arguments json.RawMessage `json:"arguments"`
 	} `json:"params"`
-}
-
-// gateRequest bounds the body (size and JSON nesting), caps the sessions of
-// one principal, and decides a tools/call before MCP runs it, so that a
-// step-up can be the HTTP 403 the MCP authorization spec asks for ("Scope
-// challenge handling"). The decision rides in the context to the tool
-// filter and the handler middleware, which enforce it.
-func (s *Server) gateRequest(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, _ := idp.PrincipalFrom(r.Context())
-		opensSession := header(r, mcpserver.HeaderKeySessionID) == ""
-		if r.Method == http.MethodGet {
-			// A GET without a session id makes a new session (a stream).
-			if opensSession && !s.sessions.mayOpen(p.Key(), s.cfg.Limits.MaxSessionsPerPrincipal) {
-				s.writeError(w, errTooManySessions)
-				return
-			}
-			next.ServeHTTP(w, r)
-			return
-		}
-		if r.Method != http.MethodPost {
-			next.ServeHTTP(w, r)
-			return
-		}
-		body, err := readBody(w, r, s.cfg.Limits.MaxBodyBytes)
-		if err != nil {
-			s.writeError(w, err)
-			return
-		}
-		req, depth, ok := scanRequest(body) // the common case, without decoding
-		if !ok {
-			depth = jsonDepth(body)
-		}
-		if depth > s.cfg.Limits.MaxJSONDepth {
-			s.writeError(w, errTooDeep)
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		if !ok {
-			if req, ok = decodeRequest(body); !ok {
-				next.ServeHTTP(w, r) // mcp-go answers the parse error
-				return
-			}
-		}
-		switch req.Method {
-		case string(mcp.MethodInitialize):
-			if opensSession && !s.sessions.mayOpen(p.Key(), s.cfg.Limits.MaxSessionsPerPrincipal) {
-				s.writeError(w, errTooManySessions)
-				return
-			}
-		case string(mcp.MethodToolsCall):
-			d := s.decide(r.Context(), p, req.Params.Name, req.Params.Arguments)
-			if d.Visible && !d.Allowed && len(d.RequiredScopes) > 0 && d.Err == nil {
-				s.writeError(w, &stepUp{scopes: d.RequiredScopes, decisionID: d.ID})
-				return
-			}
-			if slot, ok := r.Context().Value(decisionKey{}).(*toolDecision); ok {
-				slot.tool, slot.Decision, slot.made = req.Params.Name, d, true
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // decodeRequest is scanRequest's fallback. (Apart, so that only the

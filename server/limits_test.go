@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -25,6 +26,10 @@ func TestSessionsPerPrincipalAreBounded(t *testing.T) {
 	req := newMCPRequest(http.MethodGet, g.URL, alice, "", "")
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("a GET opening a fourth session: %v %v", resp.StatusCode, err)
+	}
+	// An initialize opens a session whatever id it carries, its own included.
+	if resp := g.rawPost(alice, ids[0], initializeBody); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("a fourth session by an initialize with an id: %d, want 429", resp.StatusCode)
 	}
 	// Another principal is not affected; closing one frees a place.
 	if resp := g.rawPost(tn.Token(idptest.Claims{Sub: "auth0|bob", Audience: aud}), "", initializeBody); resp.StatusCode != http.StatusOK {
@@ -51,4 +56,28 @@ func TestDeeplyNestedJSONIsRefused(t *testing.T) {
 	if err != nil || text(res) != "3" {
 		t.Errorf("brackets in a string: %v %v", text(res), err)
 	}
+}
+
+// A GET stream without a session id holds one of the principal's places
+// while it is open, and gives it back when it ends.
+func TestSessionlessStreamHoldsAPlaceWhileOpen(t *testing.T) {
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, func(c *config.Config, _ *server.Options) { c.Limits.MaxSessionsPerPrincipal = 2 })
+	alice := tn.Token(idptest.Claims{Sub: "auth0|alice", Audience: []string{g.Config.ResourceURL()}})
+	openSessions(t, g, alice, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := http.DefaultClient.Do(newMCPRequest(http.MethodGet, g.URL, alice, "", "").WithContext(ctx))
+	if err != nil || stream.StatusCode != http.StatusOK {
+		t.Fatalf("GET stream: %v %v", stream, err)
+	}
+	if resp := g.rawPost(alice, "", initializeBody); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("with a session and a stream open: %d, want 429", resp.StatusCode)
+	}
+	cancel()
+	stream.Body.Close()
+	waitFor(t, "the stream's place back", func() bool {
+		resp := g.rawPost(alice, "", initializeBody)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }

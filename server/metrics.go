@@ -297,7 +297,8 @@ func statusLabel(code int) string {
 }
 
 // statusRecorder remembers the status code. It flushes (the MCP endpoint
-// streams server-sent events) and unwraps for http.ResponseController.
+// streams server-sent events), unwraps for http.ResponseController, and is
+// the mcpserver.HTTPResponseWriter the gate hands mcp-go.
 type statusRecorder struct {
 	http.ResponseWriter
 	code    int
@@ -324,3 +325,10 @@ func (s *statusRecorder) Flush() {
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// CanStream says whether Flush reaches the client (mcp-go's
+// HTTPResponseWriter: it streams server-sent events only then).
+func (s *statusRecorder) CanStream() bool {
+	_, ok := s.ResponseWriter.(http.Flusher)
+	return ok
+}

@@ -171,7 +171,7 @@ func New(o Options) (*Server, error) {
 	s.mcp.AddTools(o.Tools...)
 	s.streamable = mcpserver.NewStreamableHTTPServer(s.mcp,
 		mcpserver.WithEndpointPath("/mcp"),
-		mcpserver.WithSessionIdManagerResolver(s.sessions),
+		mcpserver.WithSessionIdManager(s.sessions),
 		mcpserver.WithSessionIdleTTL(SessionIdleTTL),
 		mcpserver.WithStreamableHTTPLogger(o.Logger),
 		// The gate checks Host and Origin itself (checkOrigin), so that it
@@ -194,7 +194,7 @@ func New(o Options) (*Server, error) {
 	r.HandleFunc("/readyz", s.serveReady).Methods(http.MethodGet, http.MethodHead)
 	s.handler = endpoint{
 		path: "/mcp",
-		h:    s.metrics.instrumentRoute("/mcp", s.checkOrigin(s.authenticate(s.bindSession(s.gateRequest(s.streamable))))),
+		h:    s.metrics.instrumentRoute("/mcp", s.checkOrigin(http.HandlerFunc(s.serveMCP))),
 		rest: r,
 	}
 	return s, nil

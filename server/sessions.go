@@ -2,26 +2,28 @@ package server
 
 import (
 	"errors"
-	"net/http"
 	"sync"
 
 	"github.com/google/uuid"
 	mcpserver "github.com/mark3labs/mcp-go/server"
-
-	"github.com/toolgate/toolgate/idp"
 )
 
 // sessions binds every Mcp-Session-Id to the principal (iss + sub) that
-// created it (CONTRACT.md, "Sessions"). mcp-go asks it through the
-// SessionIdManagerResolver; the gate's middleware asks it first, because
-// mcp-go does not validate the id of a GET stream.
+// created it (CONTRACT.md, "Sessions"), and counts the sessions and
+// streams each principal holds. It is mcp-go's SessionIdManager, which
+// mints ids without knowing for whom: the gate binds an id when the
+// initialize response that carries it is written, before the client can
+// know it, and refuses every request whose id is not bound to its
+// principal before mcp-go sees it.
 type sessions struct {
 	owner    sync.Map // session id -> principal key; read on every request, without a lock
 	mu       sync.Mutex
-	count    map[string]int // principal key -> open sessions
+	count    map[string]int // principal key -> open sessions and session-less streams
 	open     int
 	onChange func(active int)
 }
+
+var _ mcpserver.SessionIdManager = (*sessions)(nil)
 
 func newSessions(onChange func(int)) *sessions {
 	if onChange == nil {
@@ -43,65 +45,68 @@ func (s *sessions) owns(id, principal string) bool {
 	return ok && owner.(string) == principal
 }
 
-// ResolveSessionIdManager implements mcpserver.SessionIdManagerResolver. A
-// nil request (mcp-go's idle sweeper) gets a manager that may only
-// terminate.
-func (s *sessions) ResolveSessionIdManager(r *http.Request) mcpserver.SessionIdManager {
-	m := boundManager{s: s}
-	if r != nil {
-		if p, ok := idp.PrincipalFrom(r.Context()); ok {
-			m.principal, m.known = p.Key(), true
-		}
+// bind gives the new session id to the principal.
+func (s *sessions) bind(id, principal string) {
+	s.mu.Lock()
+	if _, taken := s.owner.LoadOrStore(id, principal); taken {
+		s.mu.Unlock()
+		return
 	}
-	return m
+	s.unlockAfter(principal, 1)
 }
 
-type boundManager struct {
-	s         *sessions
-	principal string
-	known     bool
-}
-
-var errNotYours = errors.New("session not found")
-
-func (m boundManager) Generate() string {
-	if !m.known {
-		return "" // never reached behind the gate; no id means no session
+// openStream counts a stream without a session (a GET without an id) as
+// one of the principal's sessions while it lasts, if it holds fewer than
+// limit; release ends it.
+func (s *sessions) openStream(principal string, limit int) (release func(), ok bool) {
+	s.mu.Lock()
+	if s.count[principal] >= limit {
+		s.mu.Unlock()
+		return nil, false
 	}
-	id := "mcp-session-" + uuid.NewString()
-	m.s.mu.Lock()
-	m.s.owner.Store(id, m.principal)
-	m.s.count[m.principal]++
-	m.s.open++
-	n := m.s.open
-	m.s.mu.Unlock()
-	m.s.onChange(n)
-	return id
+	s.unlockAfter(principal, 1)
+	return func() {
+		s.mu.Lock()
+		s.unlockAfter(principal, -1)
+	}, true
 }
 
-func (m boundManager) Validate(id string) (bool, error) {
-	if !m.known || !m.s.owns(id, m.principal) {
-		return false, errNotYours
+// unlockAfter adds n to the principal's count, unlocks mu (which the
+// caller holds), and reports the new total.
+func (s *sessions) unlockAfter(principal string, n int) {
+	s.open += n
+	if s.count[principal] += n; s.count[principal] <= 0 {
+		delete(s.count, principal)
+	}
+	open := s.open
+	s.mu.Unlock()
+	s.onChange(open)
+}
+
+// Generate mints a session id (mcpserver.SessionIdManager). It belongs to
+// no one, and so serves no one, until bind.
+func (s *sessions) Generate() string { return "mcp-session-" + uuid.NewString() }
+
+var errNotBound = errors.New("session not found")
+
+// Validate says whether id is a bound session. Whose it is, the gate has
+// checked before mcp-go asks.
+func (s *sessions) Validate(id string) (isTerminated bool, err error) {
+	if _, ok := s.owner.Load(id); !ok {
+		return false, errNotBound
 	}
 	return false, nil
 }
 
-func (m boundManager) Terminate(id string) (bool, error) {
-	m.s.mu.Lock()
-	v, ok := m.s.owner.Load(id)
-	owner, _ := v.(string)
-	if ok && (!m.known || owner == m.principal) {
-		m.s.owner.Delete(id)
-		m.s.open--
-		if m.s.count[owner]--; m.s.count[owner] <= 0 {
-			delete(m.s.count, owner)
-		}
+// Terminate ends a session: a DELETE from its owner (the gate refuses
+// anyone else's) or mcp-go's sweep of idle sessions.
+func (s *sessions) Terminate(id string) (isNotAllowed bool, err error) {
+	s.mu.Lock()
+	owner, ok := s.owner.LoadAndDelete(id)
+	if !ok {
+		s.mu.Unlock()
+		return false, nil
 	}
-	n := m.s.open
-	m.s.mu.Unlock()
-	if ok && m.known && owner != m.principal {
-		return true, nil // not allowed: another principal's session
-	}
-	m.s.onChange(n)
+	s.unlockAfter(owner.(string), -1)
 	return false, nil
 }
