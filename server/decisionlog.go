@@ -335,7 +335,7 @@ func appendString(b []byte, s string) []byte {
 }
 
 // plainRun is the length of the run of plain ASCII bytes s starts with.
-func plainRun(s string) int {
+func plainRun[T string | []byte](s T) int {
 	for i := 0; i < len(s); i++ {
 		if !plainASCII[s[i]] {
 			return i

@@ -20,22 +20,22 @@ func scanRequest(b []byte) (req rpcRequest, depth int, ok bool) {
 	s := scanner{b: b}
 	ok = s.object(func(key []byte) bool {
 		switch {
-		case bytes.EqualFold(key, []byte("method")):
+		case named(key, "method"):
 			v, ok := s.plainString()
 			req.Method = method(v)
 			return ok
-		case bytes.EqualFold(key, []byte("params")):
+		case named(key, "params"):
 			s.space()
 			if s.i < len(s.b) && s.b[s.i] == 'n' { // null: leaves params as they are
 				return s.value()
 			}
 			return s.object(func(key []byte) bool {
 				switch {
-				case bytes.EqualFold(key, []byte("name")):
+				case named(key, "name"):
 					v, ok := s.plainString()
 					req.Params.Name = string(v)
 					return ok
-				case bytes.EqualFold(key, []byte("arguments")):
+				case named(key, "arguments"):
 					s.space()
 					start := s.i
 					if !s.value() {
@@ -51,6 +51,12 @@ func scanRequest(b []byte) (req rpcRequest, depth int, ok bool) {
 	})
 	s.space()
 	return req, s.deepest, ok && s.i == len(s.b)
+}
+
+// named reports whether an object key (ASCII: object refuses others)
+// matches name as encoding/json matches field names: without regard to case.
+func named(key []byte, name string) bool {
+	return len(key) == len(name) && bytes.EqualFold(key, []byte(name))
 }
 
 type scanner struct {
@@ -144,18 +150,21 @@ func (s *scanner) plainString() ([]byte, bool) {
 	}
 	start := s.i + 1
 	ascii := true
-	for j := start; j < len(s.b); j++ {
+	for j := start; ; {
+		if j += plainRun(s.b[j:]); j >= len(s.b) {
+			return nil, false
+		}
 		switch c := s.b[j]; {
 		case c == '"':
 			s.i = j + 1
 			return s.b[start:j], ascii || utf8.Valid(s.b[start:j])
-		case c == '\\' || c < 0x20:
-			return nil, false
 		case c >= utf8.RuneSelf:
 			ascii = false
+			j++
+		default: // an escape or a control character
+			return nil, false
 		}
 	}
-	return nil, false
 }
 
 // value skips one JSON value of any kind, strings with escapes included.
