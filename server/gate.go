@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -397,7 +398,7 @@ func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandl
 			return res, nil
 		}
 		start := time.Now()
-		res, err := next(ctx, req)
+		res, err := runTool(ctx, next, req)
 		outcome := "success"
 		if err != nil || res == nil || res.IsError {
 			outcome = "error"
@@ -406,4 +407,16 @@ func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandl
 		s.metrics.toolTime.get(tool).Observe(time.Since(start).Seconds())
 		return res, err
 	}
+}
+
+// runTool runs a tool's handler; a panic in it is the call's error, not the
+// process's end. (mcp-go's WithRecovery does the same, as one more
+// middleware built on every call.)
+func runTool(ctx context.Context, h mcpserver.ToolHandlerFunc, req mcp.CallToolRequest) (res *mcp.CallToolResult, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, fmt.Errorf("panic recovered in %s tool handler: %v", req.Params.Name, r)
+		}
+	}()
+	return h(ctx, req)
 }

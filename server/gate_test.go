@@ -2,11 +2,14 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"image/png"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -15,8 +18,12 @@ import (
 
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
 
+	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp/idptest"
+	"github.com/toolgate/toolgate/server"
+	"github.com/toolgate/toolgate/tools"
 )
 
 var providers = []string{idptest.ProviderAuth0, idptest.ProviderWorkOS, idptest.ProviderStytch}
@@ -124,6 +131,31 @@ func TestDenialWithoutScopesIsPermissionDenied(t *testing.T) {
 	}
 	if res.Meta == nil || res.Meta.AdditionalFields["decision_id"] == "" {
 		t.Errorf("the denial carries no decision id: %+v", res.Meta)
+	}
+}
+
+// A tool that panics fails its call, counted as an error, and the gate
+// goes on serving.
+func TestToolPanicIsTheCallsError(t *testing.T) {
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, func(c *config.Config, o *server.Options) {
+		if err := os.WriteFile(filepath.Join(c.Policy.Dir, "data.json"), []byte(`{"tool_rules": {"boom": {}, "add": {}}}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		o.Tools = append(tools.Builtin(), mcpserver.ServerTool{
+			Tool:    mcp.NewTool("boom", mcp.WithDescription("panics")),
+			Handler: func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) { panic("kaboom") },
+		})
+	})
+	c := g.connect(tn.Token(idptest.Claims{Audience: []string{g.Config.ResourceURL()}}))
+	if res, err := callTool(c, "boom", nil); err == nil || !strings.Contains(err.Error(), "panic recovered in boom tool handler: kaboom") {
+		t.Errorf("boom: %v %v, want the panic as the call's error", text(res), err)
+	}
+	if res, err := callTool(c, "add", map[string]any{"a": 1, "b": 2}); err != nil || text(res) != "3" {
+		t.Errorf("add after the panic: %v %v", text(res), err)
+	}
+	if m := g.scrape(g.URL + "/metrics"); !strings.Contains(m, `toolgate_tool_calls_total{outcome="error",tool="boom"} 1`) {
+		t.Errorf("the panic is not counted as an error:\n%s", grep(m, "toolgate_tool_calls_total"))
 	}
 }
 

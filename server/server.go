@@ -165,8 +165,7 @@ func New(o Options) (*Server, error) {
 	s.mcp = mcpserver.NewMCPServer("toolgate", Version,
 		mcpserver.WithToolCapabilities(true),
 		mcpserver.WithToolFilter(s.filterTools),
-		mcpserver.WithToolHandlerMiddleware(s.enforceCall),
-		mcpserver.WithRecovery(),
+		mcpserver.WithToolHandlerMiddleware(s.enforceCall), // recovers from a tool's panic too
 	)
 	s.mcp.AddTools(o.Tools...)
 	s.streamable = mcpserver.NewStreamableHTTPServer(s.mcp,
