@@ -285,7 +285,7 @@ func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args
 		d.Visible, d.Allowed, d.RequiredScopes, d.Err = true, true, nil, nil
 	}
 	s.metrics.decided.get(policy.ActionCall, s.metrics.tool(tool), result, code).Inc()
-	s.metrics.evalTime.get(policy.ActionCall).Observe(eval.Seconds())
+	s.metrics.evalTime[policy.ActionCall].Observe(eval.Seconds())
 	reason := logged.Reason
 	if result == resultAllow {
 		reason = ""
@@ -328,7 +328,7 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 		}
 	}
 	s.metrics.decided.get(policy.ActionList, labelAllTools, e.Result, code).Inc()
-	s.metrics.evalTime.get(policy.ActionList).Observe(eval.Seconds())
+	s.metrics.evalTime[policy.ActionList].Observe(eval.Seconds())
 	s.decisions.write(e)
 	return visible
 }

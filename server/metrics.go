@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/policy"
 )
 
 // Label values outside the bounded sets.
@@ -63,10 +64,12 @@ type metrics struct {
 	sessionsActive  prometheus.Gauge
 	decisionLogFail prometheus.Counter
 
-	// The children the hot path uses, memoised (children.go).
+	// The children the hot path uses, memoised (children.go); those with
+	// label values known at start, resolved once.
 	decided     *children[prometheus.Counter]
-	evalTime    *children[prometheus.Observer]
+	evalTime    map[string]prometheus.Observer // by action
 	validated   *children[prometheus.Counter]
+	validToken  map[string]prometheus.Counter // by configured issuer
 	requests    *children[prometheus.Counter]
 	requestTime *children[prometheus.Observer]
 	toolCall    *children[prometheus.Counter]
@@ -151,15 +154,19 @@ func newMetrics(tools, issuers []string) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	m.decided = newChildren(m.decisions.WithLabelValues)
-	m.evalTime = newChildren(m.evalDuration.WithLabelValues)
+	m.evalTime = map[string]prometheus.Observer{}
+	for _, action := range []string{policy.ActionList, policy.ActionCall} {
+		m.evalTime[action] = m.evalDuration.WithLabelValues(action)
+	}
 	m.validated = newChildren(m.validations.WithLabelValues)
+	m.validToken = map[string]prometheus.Counter{}
 	m.requests = newChildren(m.httpRequests.WithLabelValues)
 	m.requestTime = newChildren(m.httpDuration.WithLabelValues)
 	m.toolCall = newChildren(m.toolCalls.WithLabelValues)
 	m.toolTime = newChildren(m.toolDuration.WithLabelValues)
 	for _, is := range issuers {
 		m.jwksKeys.WithLabelValues(is)
-		m.validated.get(is, "valid", "ok")
+		m.validToken[is] = m.validated.get(is, "valid", "ok")
 	}
 	return m
 }
@@ -190,7 +197,11 @@ func (m *metrics) issuer(name string) string {
 
 func (m *metrics) tokenValidated(issuer string, reason idp.Reason) {
 	if reason == "" {
-		m.validated.get(m.issuer(issuer), "valid", "ok").Inc()
+		if c, ok := m.validToken[issuer]; ok {
+			c.Inc()
+			return
+		}
+		m.validated.get(labelUnknown, "valid", "ok").Inc()
 		return
 	}
 	m.validated.get(m.issuer(issuer), "invalid", string(reason)).Inc()
