@@ -174,6 +174,9 @@ func (b *binding) Flush() {
 	b.HTTPResponseWriter.Flush()
 }
 
+// principal is who the request comes from: the holder of its bearer token
+// (RFC 6750 §2.1: in the Authorization header only), or the anonymous
+// principal where the configuration allows one.
 func (s *Server) principal(r *http.Request) (*idp.Principal, error) {
 	// A token in the query string leaks into logs and histories: refuse it
 	// even beside a good header (MCP authorization, "Token Requirements").
