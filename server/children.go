@@ -2,7 +2,6 @@ package server
 
 import (
 	"maps"
-	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -51,7 +50,7 @@ func (c *children[V]) get(values ...string) V {
 		next = maps.Clone(*m)
 	}
 	v := c.with(append([]string(nil), values...)...)
-	next[strings.Join(values, labelSep)] = v
+	next[string(key)] = v
 	c.m.Store(&next)
 	return v
 }
