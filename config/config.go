@@ -120,6 +120,10 @@ type Limits struct {
 	// MaxSessionsPerPrincipal bounds the open MCP sessions of one
 	// principal (429 above).
 	MaxSessionsPerPrincipal int `yaml:"max_sessions_per_principal"`
+	// MaxAnonymousSessionsPerAddress bounds the open sessions and streams of
+	// token-less clients from one address (anonymous: true), so that one
+	// client cannot take every anonymous place (429 above).
+	MaxAnonymousSessionsPerAddress int `yaml:"max_anonymous_sessions_per_address"`
 }
 
 // StringList accepts a YAML string or a list of strings.
@@ -158,7 +162,7 @@ func Default() *Config {
 		},
 		Policy: Policy{DecisionCacheSize: 10000, EvalTimeout: time.Second,
 			Bundle: Bundle{PollingInterval: 30 * time.Second, KeyID: "default", Algorithm: "RS256", StartupTimeout: 30 * time.Second}},
-		Limits:      Limits{MaxBodyBytes: 1 << 20, MaxJSONDepth: 64, MaxSessionsPerPrincipal: 100},
+		Limits:      Limits{MaxBodyBytes: 1 << 20, MaxJSONDepth: 64, MaxSessionsPerPrincipal: 100, MaxAnonymousSessionsPerAddress: 100},
 		DecisionLog: DecisionLog{Output: "stderr", Arguments: "full", Redact: []string{}, FlushInterval: 100 * time.Millisecond},
 	}
 }
@@ -318,6 +322,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxSessionsPerPrincipal < 1 || c.Limits.MaxSessionsPerPrincipal > 1000000 {
 		bad("limits.max_sessions_per_principal: %d is outside 1..1000000", c.Limits.MaxSessionsPerPrincipal)
+	}
+	if c.Limits.MaxAnonymousSessionsPerAddress < 1 || c.Limits.MaxAnonymousSessionsPerAddress > 1000000 {
+		bad("limits.max_anonymous_sessions_per_address: %d is outside 1..1000000", c.Limits.MaxAnonymousSessionsPerAddress)
 	}
 	if c.Limits.MaxBodyBytes < 1024 || c.Limits.MaxBodyBytes > 64<<20 {
 		bad("limits.max_body_bytes: %d is outside 1024..67108864", c.Limits.MaxBodyBytes)

@@ -18,7 +18,10 @@ var (
 	errSessionUnknown  = errors.New("session_not_found")
 	errBadRequest      = errors.New("bad_request")
 	errTooDeep         = errors.New("request_too_deep")
-	errTooManySessions = errors.New("too_many_sessions")
+	// errUnreadableMessage is a body the gate cannot read as a JSON-RPC
+	// message (params that are not an object, a name that is not a
+	// string, a batch): MCP would refuse it too.
+	errUnreadableMessage = errors.New("invalid_message")
 )
 
 // stepUp is a call denied for want of scopes (MCP authorization, "Scope
@@ -30,12 +33,19 @@ type stepUp struct {
 
 func (s *stepUp) Error() string { return "insufficient_scope" }
 
+// tooManySessions is a new session or stream refused because its owner
+// holds limit of them already.
+type tooManySessions struct{ limit int }
+
+func (t tooManySessions) Error() string { return "too_many_sessions" }
+
 // writeError is the one place that maps an error to an HTTP answer. Every
 // refusal names a stable reason code; no refusal echoes the token.
 func (s *Server) writeError(w http.ResponseWriter, err error) {
 	var (
 		tokenErr *idp.Error
 		step     *stepUp
+		tooMany  tooManySessions
 	)
 	switch {
 	case errors.As(err, &tokenErr) && tokenErr.Reason == idp.ReasonKeysUnavailable:
@@ -64,12 +74,14 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusRequestEntityTooLarge, oauthError{"request_too_large", "request body is over the limit", ""})
 	case errors.Is(err, errBadRequest):
 		writeJSON(w, http.StatusBadRequest, oauthError{"invalid_request", "the request body could not be read", ""})
+	case errors.Is(err, errUnreadableMessage):
+		writeJSON(w, http.StatusBadRequest, oauthError{"invalid_request", "the body is not a JSON-RPC request whose method and params can be read", ""})
 	case errors.Is(err, errTooDeep):
 		writeJSON(w, http.StatusBadRequest, oauthError{"invalid_request", fmt.Sprintf("JSON nested deeper than %d levels", s.cfg.Limits.MaxJSONDepth), ""})
-	case errors.Is(err, errTooManySessions):
+	case errors.As(err, &tooMany):
 		w.Header().Set("Retry-After", "60")
 		writeJSON(w, http.StatusTooManyRequests, oauthError{"too_many_sessions",
-			fmt.Sprintf("this principal has %d open sessions, the limit; close one (DELETE /mcp) or wait for idle ones to expire", s.cfg.Limits.MaxSessionsPerPrincipal), ""})
+			fmt.Sprintf("this principal has %d open sessions and streams, the limit; close one (DELETE /mcp) or wait for idle ones to expire", tooMany.limit), ""})
 	case errors.Is(err, errSessionUnknown):
 		// MCP transports: an unknown or foreign session id is 404, so the
 		// client starts a new session; another principal's session is never

@@ -73,8 +73,9 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
+	owner, limit := s.owner(p, r)
 	session := header(r, mcpserver.HeaderKeySessionID)
-	if session != "" && !s.sessions.owns(session, p.Key()) {
+	if session != "" && !s.sessions.owns(session, owner) {
 		s.writeError(w, errSessionUnknown)
 		return
 	}
@@ -82,17 +83,14 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 	req := &mcpserver.HTTPRequest{Method: r.Method, URL: r.URL, Header: r.Header,
 		Context: context.WithValue(idp.WithPrincipal(r.Context(), p), decisionKey{}, slot)}
 	out := mcpWriter(w)
-	limit := s.cfg.Limits.MaxSessionsPerPrincipal
 	switch r.Method {
-	case http.MethodGet:
-		if session == "" { // a stream of its own, which counts as a session
-			release, ok := s.sessions.openStream(p.Key(), limit)
-			if !ok {
-				s.writeError(w, errTooManySessions)
-				return
-			}
-			defer release()
+	case http.MethodGet: // a stream, with or without a session id: it holds a place while open
+		release, ok := s.sessions.openStream(owner, limit)
+		if !ok {
+			s.writeError(w, tooManySessions{limit})
+			return
 		}
+		defer release()
 	case http.MethodPost:
 		body, err := readBody(w, r, s.cfg.Limits.MaxBodyBytes)
 		if err != nil {
@@ -110,26 +108,67 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 		req.Body = body
 		if !ok {
 			if rpc, ok = decodeRequest(body); !ok {
-				break // mcp-go answers the parse error
-			}
-		}
-		switch rpc.Method {
-		case string(mcp.MethodInitialize): // opens a session, whatever id came with it
-			if !s.sessions.mayOpen(p.Key(), limit) {
-				s.writeError(w, errTooManySessions)
+				// mcp-go would answer it, and for an initialize still mint
+				// and keep a session that no one counts: refuse it here.
+				s.writeError(w, errUnreadableMessage)
 				return
 			}
-			out = &binding{HTTPResponseWriter: out, bind: func(id string) { s.sessions.bind(id, p.Key()) }}
+		}
+		modern := mcp.IsModernProtocol(header(r, mcp.HeaderProtocolVersion))
+		switch rpc.Method {
+		case string(mcp.MethodInitialize): // opens a session, whatever id came with it
+			if !s.sessions.mayOpen(owner, limit) {
+				s.writeError(w, tooManySessions{limit})
+				return
+			}
+			out = &binding{HTTPResponseWriter: out, bind: func(id string) { s.sessions.bind(id, owner) }}
+		case string(mcp.MethodSubscriptionsListen): // the 2026-07-28 stream: a place while open
+			release, ok := s.sessions.openStream(owner, limit)
+			if !ok {
+				s.writeError(w, tooManySessions{limit})
+				return
+			}
+			defer release()
+		case string(mcp.MethodNotificationCancelled):
+			if modern {
+				s.inflight.cancel(owner, body)
+				out.WriteHeader(http.StatusAccepted)
+				return
+			}
 		case string(mcp.MethodToolsCall):
 			d := s.decide(req.Context, p, rpc.Params.Name, rpc.Params.Arguments)
 			if d.Visible && !d.Allowed && len(d.RequiredScopes) > 0 && d.Err == nil {
+				s.record(d) // the gate answers it: the call has reached its end
 				s.writeError(w, &stepUp{scopes: d.RequiredScopes, decisionID: d.ID})
 				return
 			}
-			slot.tool, slot.Decision, slot.made = rpc.Params.Name, d, true
+			slot.tool, slot.made = rpc.Params.Name, true
+			slot.callDecision = d
+		}
+		if modern {
+			ctx, done := s.inflight.track(req.Context, owner, body)
+			defer done()
+			req.Context = ctx
 		}
 	}
 	s.streamable.Handle(out, req)
+}
+
+// owner is whose sessions and in-flight requests a request's are, and how
+// many places that owner may hold. A token's holder is its issuer and
+// subject; token-less clients (anonymous: true) are told apart by their
+// address, so that one of them can neither use another's session nor take
+// every anonymous place. (Behind a reverse proxy every client has the
+// proxy's address: it is not read from a header a client could set.)
+func (s *Server) owner(p *idp.Principal, r *http.Request) (string, int) {
+	if p.Provider != idp.ProviderAnonymous {
+		return p.Key(), s.cfg.Limits.MaxSessionsPerPrincipal
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "anonymous\xff" + host, s.cfg.Limits.MaxAnonymousSessionsPerAddress
 }
 
 // mcpWriter is w as mcp-go writes a response: the metrics' statusRecorder
@@ -261,44 +300,71 @@ func jsonDepth(b []byte) int {
 	return deepest
 }
 
-// decide asks the policy about one call, then logs and counts the
-// decision. In dry-run the decision is returned allowed (nothing is hidden
-// or refused) and logged with what would have happened.
-func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args []byte) policy.Decision {
+// callDecision is the policy's decision on one call, as enforced (d), and
+// what the decision log and metrics say of it.
+type callDecision struct {
+	policy.Decision
+	logged       policy.Decision // before dry-run turned a denial into an allow
+	principal    *idp.Principal
+	tool         string
+	args         []byte
+	result, code string
+	at           time.Time
+	eval         time.Duration
+	recorded     bool
+}
+
+// decide asks the policy about one call. In dry-run the decision is
+// returned allowed (nothing is hidden or refused) and logged with what would
+// have happened. It is counted and logged by record once mcp-go has taken
+// the message for a tools/call (callAccepted) or the gate answers it, so
+// that no decision-log line stands for a call that mcp-go refused before it
+// was dispatched (not JSON-RPC 2.0, no id, not JSON content).
+func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args []byte) *callDecision {
 	start := time.Now()
 	d := s.policy.DecideRaw(ctx, p, tool, args)
 	eval := time.Since(start)
-	result, code := resultAllow, reasonAllowed
+	s.metrics.evalTime[policy.ActionCall].Observe(eval.Seconds())
+	c := &callDecision{Decision: d, logged: d, principal: p, tool: tool, args: args,
+		result: resultAllow, code: reasonAllowed, at: start.Add(eval), eval: eval}
 	switch {
 	case d.Err != nil:
-		result, code = resultError, reasonEvaluationError
-		s.log.Error("policy evaluation failed; call denied", "decision_id", d.ID, "tool", s.metrics.tool(tool), "revision", d.Revision, "error", d.Err)
+		c.result, c.code = resultError, reasonEvaluationError
 	case !d.Visible:
-		result, code = resultDeny, reasonNotVisible
+		c.result, c.code = resultDeny, reasonNotVisible
 	case !d.Allowed && len(d.RequiredScopes) > 0:
-		result, code = resultDeny, reasonInsufficientScope
+		c.result, c.code = resultDeny, reasonInsufficientScope
 	case !d.Allowed:
-		result, code = resultDeny, reasonPolicyDenied
+		c.result, c.code = resultDeny, reasonPolicyDenied
 	}
-	logged := d
-	if s.dryRun && result != resultAllow {
-		if result == resultDeny {
-			result = resultDryRunDeny
+	if s.dryRun && c.result != resultAllow {
+		if c.result == resultDeny {
+			c.result = resultDryRunDeny
 		}
-		d.Visible, d.Allowed, d.RequiredScopes, d.Err = true, true, nil, nil
+		c.Visible, c.Allowed, c.RequiredScopes, c.Err = true, true, nil, nil
 	}
-	s.metrics.decided.get(policy.ActionCall, s.metrics.tool(tool), result, code).Inc()
-	s.metrics.evalTime[policy.ActionCall].Observe(eval.Seconds())
-	reason := logged.Reason
-	if result == resultAllow {
+	return c
+}
+
+// record counts and logs a call's decision, once.
+func (s *Server) record(c *callDecision) {
+	if c.recorded {
+		return
+	}
+	c.recorded = true
+	if c.logged.Err != nil {
+		s.log.Error("policy evaluation failed; call denied", "decision_id", c.ID, "tool", s.metrics.tool(c.tool), "revision", c.Revision, "error", c.logged.Err)
+	}
+	s.metrics.decided.get(policy.ActionCall, s.metrics.tool(c.tool), c.result, c.code).Inc()
+	reason := c.logged.Reason
+	if c.result == resultAllow {
 		reason = ""
 	}
 	s.decisions.write(entry{
-		ID: d.ID, Principal: p, Action: policy.ActionCall, Tool: tool, Arguments: args,
-		Result: result, Reason: reason, RequiredScopes: logged.RequiredScopes,
-		Revision: d.Revision, At: start.Add(eval), Eval: eval, Err: logged.Err,
+		ID: c.ID, Principal: c.principal, Action: policy.ActionCall, Tool: c.tool, Arguments: c.args,
+		Result: c.result, Reason: reason, RequiredScopes: c.logged.RequiredScopes,
+		Revision: c.Revision, At: c.at, Eval: c.eval, Err: c.logged.Err,
 	})
-	return d
 }
 
 // visibleTools asks the policy which tools p may see, then logs and counts
@@ -343,11 +409,21 @@ type decisionKey struct{}
 type toolDecision struct {
 	tool string
 	made bool
-	policy.Decision
+	*callDecision
+}
+
+// callAccepted is mcp-go's before-call-tool hook: the message is a
+// tools/call that mcp-go dispatches, so the decision made for it is
+// recorded, whatever the call's answer (a result, a denial, a tool that
+// does not exist or is hidden).
+func (s *Server) callAccepted(ctx context.Context, _ any, req *mcp.CallToolRequest) {
+	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.made && d.tool == req.Params.Name {
+		s.record(d.callDecision)
+	}
 }
 
 // decisionFor returns the decision already made for a call of tool in this
-// request, or makes one.
+// request, or makes one (and records it: the call has reached the tool).
 func (s *Server) decisionFor(ctx context.Context, p *idp.Principal, tool string, args map[string]any) policy.Decision {
 	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.made && d.tool == tool {
 		return d.Decision
@@ -356,7 +432,9 @@ func (s *Server) decisionFor(ctx context.Context, p *idp.Principal, tool string,
 	if err != nil {
 		raw = []byte("not JSON") // refused by the policy engine: a denial
 	}
-	return s.decide(ctx, p, tool, raw)
+	c := s.decide(ctx, p, tool, raw)
+	s.record(c)
+	return c.Decision
 }
 
 // filterTools is mcp-go's tool filter, applied to tools/list and to each

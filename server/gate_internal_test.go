@@ -4,13 +4,14 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 )
 
 // header reads the map directly, which finds a header only by its
 // canonical key.
 func TestHeaderKeysAreCanonical(t *testing.T) {
-	for _, key := range []string{headerOrigin, headerAuthorization, mcpserver.HeaderKeySessionID} {
+	for _, key := range []string{headerOrigin, headerAuthorization, mcpserver.HeaderKeySessionID, mcp.HeaderProtocolVersion} {
 		if canonical := http.CanonicalHeaderKey(key); key != canonical {
 			t.Errorf("%q is not canonical (%q): header() would never find it", key, canonical)
 		}

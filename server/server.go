@@ -57,6 +57,7 @@ type Server struct {
 	mcp         *mcpserver.MCPServer
 	streamable  *mcpserver.StreamableHTTPServer
 	sessions    *sessions
+	inflight    *inflight
 	metadata    []byte
 	metadataURL string
 	origins     map[string]bool
@@ -112,6 +113,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.metrics = newMetrics(s.catalog, names)
 	s.sessions = newSessions(func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
+	s.inflight = newInflight()
 	if o.DecisionLog != nil {
 		s.decisions = newDecisionLog(o.DecisionLog, cfg.DecisionLog, nil, o.Logger, s.metrics.decisionLogFailed)
 	} else if s.decisions, err = openDecisionLog(cfg.DecisionLog, o.Logger, s.metrics.decisionLogFailed); err != nil {
@@ -162,7 +164,10 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 
+	hooks := &mcpserver.Hooks{}
+	hooks.AddBeforeCallTool(s.callAccepted)
 	s.mcp = mcpserver.NewMCPServer("toolgate", Version,
+		mcpserver.WithHooks(hooks),
 		mcpserver.WithToolCapabilities(true),
 		mcpserver.WithToolFilter(s.filterTools),
 		mcpserver.WithToolHandlerMiddleware(s.enforceCall), // recovers from a tool's panic too

@@ -8,9 +8,10 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 )
 
-// sessions binds every Mcp-Session-Id to the principal (iss + sub) that
-// created it (CONTRACT.md, "Sessions"), and counts the sessions and
-// streams each principal holds. It is mcp-go's SessionIdManager, which
+// sessions binds every Mcp-Session-Id to the owner that created it: the
+// principal (iss + sub, CONTRACT.md, "Sessions"), or for a token-less
+// client its address (Server.owner). It counts the sessions and open
+// streams each owner holds. It is mcp-go's SessionIdManager, which
 // mints ids without knowing for whom: the gate binds an id when the
 // initialize response that carries it is written, before the client can
 // know it, and refuses every request whose id is not bound to its
@@ -18,7 +19,7 @@ import (
 type sessions struct {
 	owner    sync.Map // session id -> principal key; read on every request, without a lock
 	mu       sync.Mutex
-	count    map[string]int // principal key -> open sessions and session-less streams
+	count    map[string]int // owner -> open sessions and streams
 	open     int
 	onChange func(active int)
 }
@@ -55,9 +56,9 @@ func (s *sessions) bind(id, principal string) {
 	s.unlockAfter(principal, 1)
 }
 
-// openStream counts a stream without a session (a GET without an id) as
-// one of the principal's sessions while it lasts, if it holds fewer than
-// limit; release ends it.
+// openStream counts a long-lived stream (a GET, with or without a session
+// id, or a 2026-07-28 subscriptions/listen) as one of the owner's places
+// while it lasts, if it holds fewer than limit; release ends it.
 func (s *sessions) openStream(principal string, limit int) (release func(), ok bool) {
 	s.mu.Lock()
 	if s.count[principal] >= limit {
