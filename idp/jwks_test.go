@@ -200,6 +200,11 @@ func TestRetiredKeyIsRefusedAfterRefresh(t *testing.T) {
 	}
 }
 
+// keysOnly is the CacheSize of a test of the issuer's keys: with the
+// verified-token cache off every verification reads the key set, so a test
+// that keys survive a bad refresh is not answered by a remembered token.
+const keysOnly = -1
+
 // forceRefresh presents tokens under unknown kids until a JWKS refresh was
 // reported, and returns what was reported. The verifier needs a short
 // UnknownKIDInterval.
@@ -261,7 +266,7 @@ func TestJWKSRefreshReportedGoodOnlyWhenApplied(t *testing.T) {
 	is := tenantIssuer("auth0", tn)
 	is.JWKSURL = url
 	rec := &recorder{}
-	v := startVerifier(t, []Issuer{is}, Options{UnknownKIDInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh})
+	v := startVerifier(t, []Issuer{is}, Options{UnknownKIDInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh, CacheSize: keysOnly})
 	waitReady(t, v, 5*time.Second)
 	old := tn.Token(idptest.Claims{Audience: []string{testAud}})
 	mustVerify(t, v, old)
@@ -344,6 +349,7 @@ func TestCachedKeysSurviveJWKSOutages(t *testing.T) {
 		UnknownKIDInterval: 30 * time.Millisecond,
 		FetchTimeout:       250 * time.Millisecond,
 		OnJWKSRefresh:      rec.onRefresh,
+		CacheSize:          keysOnly,
 	})
 	waitReady(t, v, 5*time.Second)
 	aud := []string{testAud}
@@ -384,7 +390,7 @@ func TestBackgroundRefreshOutageKeepsKeys(t *testing.T) {
 	t.Parallel()
 	tn := idptest.NewTenant(t, idptest.ProviderWorkOS)
 	rec := &recorder{}
-	v := startVerifier(t, []Issuer{tenantIssuer("workos", tn)}, Options{RefreshInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh})
+	v := startVerifier(t, []Issuer{tenantIssuer("workos", tn)}, Options{RefreshInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh, CacheSize: keysOnly})
 	waitReady(t, v, 5*time.Second)
 	tok := tn.Token(idptest.Claims{Audience: []string{testAud}})
 	for _, o := range []idptest.Outage{idptest.OutageEmpty, idptest.OutageOversized} {
@@ -467,7 +473,7 @@ func TestJWKSGuardRefusesKeySetsWithoutVerificationKeys(t *testing.T) {
 	is := tenantIssuer("auth0", tn)
 	is.JWKSURL = url
 	rec := &recorder{}
-	v := startVerifier(t, []Issuer{is}, Options{UnknownKIDInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh})
+	v := startVerifier(t, []Issuer{is}, Options{UnknownKIDInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh, CacheSize: keysOnly})
 	waitReady(t, v, 5*time.Second)
 	tok := tn.Token(idptest.Claims{Audience: []string{testAud}})
 	mustVerify(t, v, tok)
