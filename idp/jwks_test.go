@@ -200,6 +200,11 @@ func TestRetiredKeyIsRefusedAfterRefresh(t *testing.T) {
 	}
 }
 
+// keysOnly is the CacheSize of a test of the issuer's keys: with the
+// verified-token cache off every verification reads the key set, so a test
+// that keys survive a bad refresh is not answered by a remembered token.
+const keysOnly = -1
+
 // forceRefresh presents tokens under unknown kids until a JWKS refresh was
 // reported, and returns what was reported. The verifier needs a short
 // UnknownKIDInterval.
@@ -261,7 +266,7 @@ func TestJWKSRefreshReportedGoodOnlyWhenApplied(t *testing.T) {
 	is := tenantIssuer("auth0", tn)
 	is.JWKSURL = url
 	rec := &recorder{}
-	v := startVerifier(t, []Issuer{is}, Options{UnknownKIDInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh})
+	v := startVerifier(t, []Issuer{is}, Options{UnknownKIDInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh, CacheSize: keysOnly})
 	waitReady(t, v, 5*time.Second)
 	old := tn.Token(idptest.Claims{Audience: []string{testAud}})
 	mustVerify(t, v, old)
@@ -333,6 +338,84 @@ func TestCachedTokenOfRetiredKeyIsRefusedAfterAPartlyBrokenJWKS(t *testing.T) {
 	}
 }
 
+// TestRemovedKeyIsRefusedOnceItsRemovalIsApplied: verifications that race a
+// refresh removing their signing key may pass while the refresh is under way,
+// but once the new key set is applied none passes, whatever the token cache
+// and the connections' memos remembered meanwhile. The refresh is held at the
+// moment it is reported (OnJWKSRefresh runs once the guard has judged the
+// response, before jwkset stores the set), so every verification in between
+// falls in the window between the two.
+func TestRemovedKeyIsRefusedOnceItsRemovalIsApplied(t *testing.T) {
+	t.Parallel()
+	const workers = 16
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	var armed atomic.Bool
+	reported, release := make(chan struct{}), make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	v := startVerifier(t, []Issuer{tenantIssuer("auth0", tn)}, Options{
+		UnknownKIDInterval: time.Minute, // the rotation's refresh is the only one
+		OnJWKSRefresh: func(_ string, err error, _ int) {
+			if err == nil && armed.CompareAndSwap(true, false) {
+				close(reported)
+				<-release
+			}
+		},
+	})
+	t.Cleanup(releaseOnce) // runs before the verifier is closed
+	waitReady(t, v, 5*time.Second)
+	aud := []string{testAud}
+	old := tn.Token(idptest.Claims{Audience: aud})
+	conns := make([]context.Context, workers)
+	for i := range conns {
+		conns[i] = WithMemo(context.Background())
+		if _, err := verifyIn(conns[i], v, old); err != nil {
+			t.Fatalf("before the rotation: %v", err)
+		}
+	}
+	// each runs every worker at once, on its connection and without one,
+	// and counts the old token's acceptances.
+	each := func() int64 {
+		var accepted atomic.Int64
+		var wg sync.WaitGroup
+		for _, conn := range conns {
+			wg.Go(func() {
+				for _, ctx := range []context.Context{conn, context.Background(), conn} {
+					if _, err := verifyIn(ctx, v, old); err == nil {
+						accepted.Add(1)
+					} else if ReasonOf(err) != ReasonKeyUnknown {
+						t.Errorf("the old token: %v, want %s or acceptance", err, ReasonKeyUnknown)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return accepted.Load()
+	}
+
+	tn.AddKey("ES256")
+	tn.RetireOldKeys()
+	rotated := tn.Token(idptest.Claims{Audience: aud})
+	armed.Store(true)
+	applied := make(chan error, 1)
+	go func() { // its unknown kid makes the refresh that removes the old key
+		_, err := verify(v, rotated)
+		applied <- err
+	}()
+	select {
+	case <-reported:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the refresh that removes the old key was never reported")
+	}
+	t.Logf("while the refresh was held, the old token was accepted %d times of %d", each(), 3*workers)
+	releaseOnce()
+	if err := <-applied; err != nil {
+		t.Fatalf("the rotated token, once its refresh was applied: %v", err)
+	}
+	if n := each(); n != 0 {
+		t.Errorf("the removed key's token was accepted %d times of %d after the refresh that removed it was applied", n, 3*workers)
+	}
+}
+
 // TestCachedKeysSurviveJWKSOutages: after the keys were loaded, refreshes
 // that meet a down, garbage, empty, oversized or hanging JWKS endpoint fail,
 // are reported, and leave the cached keys verifying.
@@ -344,6 +427,7 @@ func TestCachedKeysSurviveJWKSOutages(t *testing.T) {
 		UnknownKIDInterval: 30 * time.Millisecond,
 		FetchTimeout:       250 * time.Millisecond,
 		OnJWKSRefresh:      rec.onRefresh,
+		CacheSize:          keysOnly,
 	})
 	waitReady(t, v, 5*time.Second)
 	aud := []string{testAud}
@@ -384,7 +468,7 @@ func TestBackgroundRefreshOutageKeepsKeys(t *testing.T) {
 	t.Parallel()
 	tn := idptest.NewTenant(t, idptest.ProviderWorkOS)
 	rec := &recorder{}
-	v := startVerifier(t, []Issuer{tenantIssuer("workos", tn)}, Options{RefreshInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh})
+	v := startVerifier(t, []Issuer{tenantIssuer("workos", tn)}, Options{RefreshInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh, CacheSize: keysOnly})
 	waitReady(t, v, 5*time.Second)
 	tok := tn.Token(idptest.Claims{Audience: []string{testAud}})
 	for _, o := range []idptest.Outage{idptest.OutageEmpty, idptest.OutageOversized} {
@@ -467,7 +551,7 @@ func TestJWKSGuardRefusesKeySetsWithoutVerificationKeys(t *testing.T) {
 	is := tenantIssuer("auth0", tn)
 	is.JWKSURL = url
 	rec := &recorder{}
-	v := startVerifier(t, []Issuer{is}, Options{UnknownKIDInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh})
+	v := startVerifier(t, []Issuer{is}, Options{UnknownKIDInterval: 50 * time.Millisecond, OnJWKSRefresh: rec.onRefresh, CacheSize: keysOnly})
 	waitReady(t, v, 5*time.Second)
 	tok := tn.Token(idptest.Claims{Audience: []string{testAud}})
 	mustVerify(t, v, tok)

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -114,11 +115,11 @@ type Verifier struct {
 type issuerState struct {
 	cfg  Issuer
 	keys atomic.Pointer[keyfunc.Keyfunc] // nil until the keys were fetched once
-	// generation grows whenever a key disappears from the issuer's JWKS;
-	// a cached verification of an older generation is void.
+	// generation grows whenever a key leaves the issuer's key store (see
+	// keyStore); a cached verification of an older generation is void.
 	generation atomic.Uint64
 	mu         sync.Mutex
-	kids       map[string]bool // the kids of the last good JWKS
+	kids       map[string]bool // the kids in the key store
 	lastGood   time.Time       // of the last good fetch
 	lastErr    error           // of the last fetch; nil when it was good
 }
@@ -148,10 +149,7 @@ func (v *Verifier) Status() []IssuerStatus {
 	return out
 }
 
-func (st *issuerState) fetched(err error, kids []string) {
-	if err == nil {
-		st.keysFetched(kids)
-	}
+func (st *issuerState) fetched(err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.lastErr = err
@@ -207,23 +205,44 @@ func NewVerifier(issuers []Issuer, opts Options) (*Verifier, error) {
 	return v, nil
 }
 
-// keysFetched records the kids of a good JWKS; when one that was there is
-// gone, every cached verification of the issuer becomes void, so a key
-// removed from the JWKS stops working at once.
-func (st *issuerState) keysFetched(kids []string) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	now := make(map[string]bool, len(kids))
-	for _, k := range kids {
-		now[k] = true
+// keyStore holds a fetched issuer's keys: jwkset's memory store, which each
+// good refresh fills through KeyReplaceAll (jwkset's refresh changes it no
+// other way). When a key leaves it, every cached verification of the issuer
+// becomes void, so a key removed from the JWKS stops working at once.
+//
+// The generation grows after the new set is stored, never before, and Verify
+// reads the generation before it reads a key: a verification that read the
+// old generation is void once it grows, and one that read the new generation
+// reads its key from the new set, where a removed kid is not found. (Growing
+// it when the response arrived, before jwkset stored the set, left a window
+// in which a removed key verified a token that was cached under the new
+// generation and honoured until it expired.) This is preferred to checking
+// a cached token's kid against the current set on every hit: a hit stays
+// one atomic load, and a token without a kid, verified by any key of its
+// algorithm, is covered too.
+type keyStore struct {
+	*jwkset.MemoryJWKSet
+	st *issuerState
+}
+
+func (s keyStore) KeyReplaceAll(ctx context.Context, keys []jwkset.JWK) error {
+	s.st.mu.Lock() // one replacement at a time: refreshes may overlap
+	defer s.st.mu.Unlock()
+	if err := s.MemoryJWKSet.KeyReplaceAll(ctx, keys); err != nil {
+		return err
 	}
-	for k := range st.kids {
+	now := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		now[k.Marshal().KID] = true
+	}
+	for k := range s.st.kids {
 		if !now[k] {
-			st.generation.Add(1)
+			s.st.generation.Add(1)
 			break
 		}
 	}
-	st.kids = now
+	s.st.kids = now
+	return nil
 }
 
 // Start fetches every issuer's keys in the background, retrying with backoff
@@ -301,37 +320,52 @@ func (v *Verifier) connect(ctx context.Context, st *issuerState) (keyfunc.Keyfun
 	guarded := &http.Client{
 		Timeout: v.opts.FetchTimeout,
 		Transport: &jwksGuard{base: v.opts.Transport, report: func(err error, kids []string) {
-			st.fetched(err, kids)
+			st.fetched(err)
 			v.opts.OnJWKSRefresh(name, err, len(kids))
 		}},
 		// A JWKS is fetched from the URL named, never from a redirect.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	// Each attempt has its own context: keyfunc starts its refresh goroutine
+	// Each attempt has its own context: jwkset starts its refresh goroutine
 	// before the first fetch, and a failed attempt must not leave it running.
 	attempt, cancel := context.WithCancel(ctx)
-	noFirstError := false
-	kf, err := keyfunc.NewDefaultOverrideCtx(attempt, []string{u}, keyfunc.Override{
-		Client:                    guarded,
-		HTTPTimeout:               v.opts.FetchTimeout,
-		RefreshInterval:           v.opts.RefreshInterval,
-		NoErrorReturnFirstHTTPReq: &noFirstError,
-		// One refresh per interval for unknown kids, and a request never
-		// waits for the limiter longer than one fetch would take: the wait
-		// bound is also the bound of the refresh it triggers.
-		RefreshUnknownKID: rate.NewLimiter(rate.Every(v.opts.UnknownKIDInterval), 1),
-		RateLimitWaitMax:  v.opts.FetchTimeout,
-		RefreshErrorHandlerFunc: func(string) func(context.Context, error) {
-			return func(_ context.Context, err error) {
-				v.opts.Logger.Warn("JWKS refresh failed; cached keys kept", "issuer", name, "error", err)
-			}
-		},
-	})
+	kf, err := v.newKeyfunc(attempt, st, u, guarded)
 	if err != nil {
 		cancel()
 		return nil, nil, err
 	}
 	return kf, cancel, nil
+}
+
+// newKeyfunc is keyfunc.NewDefaultOverrideCtx with toolgate's options, built
+// by hand to give jwkset the issuer's keyStore. It returns once the first
+// fetch was applied, or with its error.
+func (v *Verifier) newKeyfunc(ctx context.Context, st *issuerState, u string, client *http.Client) (keyfunc.Keyfunc, error) {
+	fetched, err := jwkset.NewStorageFromHTTP(u, jwkset.HTTPClientStorageOptions{
+		Client:          client,
+		Ctx:             ctx,
+		HTTPTimeout:     v.opts.FetchTimeout,
+		RefreshInterval: v.opts.RefreshInterval,
+		RefreshErrorHandler: func(_ context.Context, err error) {
+			v.opts.Logger.Warn("JWKS refresh failed; cached keys kept", "issuer", st.cfg.Name, "error", err)
+		},
+		Storage: keyStore{MemoryJWKSet: jwkset.NewMemoryStorage(), st: st},
+	})
+	if err != nil {
+		return nil, err
+	}
+	store, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{
+		HTTPURLs: map[string]jwkset.Storage{u: fetched},
+		// One refresh per interval for unknown kids, and a request never
+		// waits for the limiter longer than one fetch would take: the wait
+		// bound is also the bound of the refresh it triggers.
+		RefreshUnknownKID: rate.NewLimiter(rate.Every(v.opts.UnknownKIDInterval), 1),
+		RateLimitWaitMax:  v.opts.FetchTimeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: store})
 }
 
 // Verify validates a raw access token (RFC 6750 §2.1 bearer, RFC 9068
@@ -487,7 +521,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, *issuerS
 		if st = v.byIss[iss]; st == nil {
 			return nil, refuse(ReasonIssuerUnknown, "", nil)
 		}
-		gen = st.generation.Load()
+		gen = st.generation.Load() // before the key is read: see keyStore
 		kf := st.keys.Load()
 		if kf == nil {
 			return nil, refuse(ReasonKeysUnavailable, st.cfg.Name, nil)
