@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -176,25 +178,43 @@ func Load(path string) (*Config, error) {
 	return Parse(b)
 }
 
-// Parse decodes YAML over the defaults and validates the result. Unknown keys
-// and invalid values are all reported, one per line of the error.
+// Parse decodes YAML over the defaults and validates the result. Every
+// problem is reported, one per line of the error: unknown and repeated keys
+// (found by walking the document against Config's fields), values of the
+// wrong type (from the decoder), and invalid values (Validate). Only a
+// syntax error, or a document the decoder cannot follow (an alias that
+// contains itself), stops it early.
 func Parse(b []byte) (*Config, error) {
-	c := Default()
 	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
+	var doc, next yaml.Node
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
 	var problems []string
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		// A TypeError (unknown keys, values of the wrong type) leaves the
-		// rest decoded: report it together with what validation finds.
+	// A second document would be silently ignored; its keys deserve the
+	// same refusal as unknown ones.
+	switch err := dec.Decode(&next); {
+	case err == nil:
+		problems = append(problems, fmt.Sprintf("line %d: a second YAML document; the file holds one configuration", next.Line))
+	case !errors.Is(err, io.EOF):
+		problems = append(problems, oneLine.Replace(err.Error()))
+	}
+	c := Default()
+	if len(doc.Content) > 0 {
+		problems = append(problems, checkKeys(doc.Content[0], reflect.TypeFor[Config](), "")...)
+		// Decoding leniently: checkKeys has reported the unknown keys, and
+		// dropped the repeated ones, which would make the decoder skip
+		// their whole mapping.
 		var te *yaml.TypeError
-		if !errors.As(err, &te) {
-			return nil, err
-		}
-		// A message quotes the offending key or value as written; keep each
-		// problem on one line.
-		oneLine := strings.NewReplacer("\r", `\r`, "\n", `\n`)
-		for _, e := range te.Errors {
-			problems = append(problems, oneLine.Replace(e))
+		if err := doc.Decode(c); errors.As(err, &te) {
+			for _, e := range te.Errors {
+				problems = append(problems, oneLine.Replace(e))
+			}
+		} else if err != nil {
+			// Not a value of the wrong type but a broken document (an
+			// alias that contains itself, a bad merge): validating what
+			// was decoded would only add noise.
+			return nil, errors.New(strings.Join(append(problems, oneLine.Replace(err.Error())), "\n"))
 		}
 	}
 	if err := c.Validate(); err != nil {
@@ -204,6 +224,119 @@ func Parse(b []byte) (*Config, error) {
 		return nil, errors.New(strings.Join(problems, "\n"))
 	}
 	return c, nil
+}
+
+// oneLine escapes the line breaks of a decoder's message, which may quote a
+// key or value as written: each problem stays on one line.
+var oneLine = strings.NewReplacer("\r", `\r`, "\n", `\n`)
+
+// checkKeys walks the YAML node n, to be decoded into a value of type t at
+// path, and reports every mapping key that names no field and every key
+// given twice in one mapping, with its line. It removes the repeats from n:
+// the decoder refuses a whole mapping that repeats a key, and the rest of
+// that mapping still deserves checking. Values of the wrong shape are left
+// to the decoder, which reports them.
+func checkKeys(n *yaml.Node, t reflect.Type, path string) []string {
+	switch {
+	case t.Kind() == reflect.Struct:
+		return checkMapping(n, t, path, map[*yaml.Node]bool{})
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		var problems []string
+		if n = resolve(n); n.Kind == yaml.SequenceNode {
+			for i, e := range n.Content {
+				problems = append(problems, checkKeys(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+			}
+		}
+		return problems
+	}
+	return nil
+}
+
+// checkMapping is checkKeys for one struct. Mappings merged in with "<<"
+// (YAML merge key) are checked against the same struct; seen stops a merge
+// that includes itself.
+func checkMapping(n *yaml.Node, t reflect.Type, path string, seen map[*yaml.Node]bool) []string {
+	n = resolve(n)
+	if n.Kind != yaml.MappingNode || seen[n] {
+		return nil
+	}
+	seen[n] = true
+	fields := map[string]reflect.Type{}
+	for f := range t.Fields() {
+		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name != "" && name != "-" {
+			fields[name] = f.Type
+		}
+	}
+	var problems []string
+	firstLine := map[string]int{}
+	kept := make([]*yaml.Node, 0, len(n.Content))
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			// Dropped: it names no field, and beside a merge key it makes
+			// yaml.v3 v3.0.1 panic (an unhashable map key).
+			in := ""
+			if path != "" {
+				in = " in " + path
+			}
+			problems = append(problems, fmt.Sprintf("line %d: a key that is not a name%s", k.Line, in))
+			continue
+		}
+		at := keyPath(path, k)
+		// The decoder's own test for a repeat: same kind (here a scalar),
+		// same text.
+		if line, ok := firstLine[k.Value]; ok {
+			problems = append(problems, fmt.Sprintf("line %d: %s: given twice (first at line %d)", k.Line, at, line))
+			continue
+		}
+		firstLine[k.Value] = k.Line
+		kept = append(kept, k, v)
+		if k.Value == "<<" && (k.Tag == "" || k.Tag == "!" || k.Tag == "!!merge") { // as yaml.v3 tells a merge key
+			for _, m := range mergedMappings(v) {
+				problems = append(problems, checkMapping(m, t, path, seen)...)
+			}
+			continue
+		}
+		ft, ok := fields[k.Value]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("line %d: %s: unknown key", k.Line, at))
+			continue
+		}
+		problems = append(problems, checkKeys(v, ft, at)...)
+	}
+	n.Content = kept
+	return problems
+}
+
+// mergedMappings are the mappings a merge key's value names: one mapping,
+// or a sequence of them (https://yaml.org/type/merge.html).
+func mergedMappings(v *yaml.Node) []*yaml.Node {
+	if v = resolve(v); v.Kind == yaml.SequenceNode {
+		return v.Content
+	}
+	return []*yaml.Node{v}
+}
+
+// resolve follows an alias to the node it names.
+func resolve(n *yaml.Node) *yaml.Node {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return n.Alias
+	}
+	return n
+}
+
+// keyPath is path extended by the key k, quoted unless it is a plain name.
+func keyPath(path string, k *yaml.Node) string {
+	name := k.Value
+	if name == "" || strings.ContainsFunc(name, func(r rune) bool {
+		return !(r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+	}) {
+		name = strconv.Quote(name)
+	}
+	if path == "" {
+		return name
+	}
+	return path + "." + name
 }
 
 // ResourceURL is the protected resource: public_url + "/mcp" (RFC 9728 §2).

@@ -63,8 +63,81 @@ func TestParseReportsEveryProblem(t *testing.T) {
 		yaml string
 		want []string
 	}{
-		{"unknown keys", "listen: 127.0.0.1:1\nanonymous: true\nlisen: x\npolicy:\n  dirr: y\n",
-			[]string{"field lisen not found", "field dirr not found"}},
+		{"unknown keys", `
+listen: 127.0.0.1:1
+anonymous: true
+lisen: x
+policy:
+  dirr: y
+  bundle: {urll: https://b.example}
+issuers:
+  - provider: auth0
+    issuer: https://a.example/
+    jwks: https://a.example/keys
+`, []string{
+			"line 4: lisen: unknown key",
+			"line 6: policy.dirr: unknown key",
+			"line 7: policy.bundle.urll: unknown key",
+			"line 11: issuers[0].jwks: unknown key",
+		}},
+		{"unknown keys and invalid values", `
+listen: 127.0.0.1:1
+bogus: 1
+issuers:
+  - provider: auth0
+    issuer: https://a.example/
+    jwks_url: http://evil.example/jwks
+    audiense: x
+tokens:
+  leeway: 1h
+  cache_sise: 5
+`, []string{
+			"line 3: bogus: unknown key",
+			"line 8: issuers[0].audiense: unknown key",
+			"line 11: tokens.cache_sise: unknown key",
+			`issuers[0].jwks_url: "http://evil.example/jwks" uses http:// on a host that is not loopback`,
+			"tokens.leeway: 1h0m0s is outside",
+		}},
+		// The decoder refuses a whole mapping with a repeated key; the rest of
+		// it must still be checked, and not reported as missing.
+		{"repeated keys", `
+listen: nowhere
+public_url: https://mcp.example.com
+issuers:
+  - provider: auth0
+    issuer: https://a.example/
+    jwks_url: http://evil.example/jwks
+    provider: okta
+    bogus: 1
+listen: 127.0.0.1:1
+tokens: {leeway: 1h}
+`, []string{
+			"line 10: listen: given twice (first at line 2)",
+			"line 8: issuers[0].provider: given twice (first at line 5)",
+			"line 9: issuers[0].bogus: unknown key",
+			`listen: "nowhere" is not host:port`,
+			"issuers[0].jwks_url",
+			"tokens.leeway",
+		}},
+		{"a second document", "listen: 127.0.0.1:1\nanonymous: true\nbogus: 1\n---\nlisten: x\n", []string{
+			"line 3: bogus: unknown key",
+			"line 4: a second YAML document; the file holds one configuration",
+		}},
+		{"merged keys", `
+listen: 127.0.0.1:1
+issuers:
+  - &base
+    provider: auth0
+    issuer: https://a.example/
+    audiense: x
+  - <<: *base
+    issuer: https://b.example/
+    jwks_url: http://evil.example/jwks
+`, []string{
+			"line 7: issuers[0].audiense: unknown key",
+			"line 7: issuers[1].audiense: unknown key",
+			"issuers[1].jwks_url",
+		}},
 		{"invalid values", `
 listen: nowhere
 public_url: http://mcp.example.com
@@ -90,6 +163,12 @@ tokens:
 			`issuers[2].issuer: "https://a/" is configured twice`,
 			"tokens.leeway",
 			"tokens.jwks_unknown_kid_interval",
+		}},
+		{"a mapping as a key beside a merge key", "anonymous: true\nlisten: 127.0.0.1:1\n? {a: 1}\n: x\n<<: {public_url: ftp://x}\npolicy: {[a]: 1, \"di r\": x}\n", []string{
+			"line 3: a key that is not a name",
+			"public_url: ",
+			"line 6: a key that is not a name in policy",
+			`line 6: policy."di r": unknown key`,
 		}},
 		{"no issuer", "listen: 127.0.0.1:1\n", []string{"issuers: at least one issuer"}},
 		{"public url required", "listen: 0.0.0.0:8080\nanonymous: true\n", []string{"public_url: required"}},

@@ -2,12 +2,17 @@ package server_test
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/common/model"
 
 	"github.com/toolgate/toolgate/idp/idptest"
 )
@@ -145,7 +150,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 	var text string
 	waitFor(t, "a policy reload", func() bool {
 		text = g.scrape(g.URL + "/metrics")
-		return strings.Contains(text, "toolgate_policy_reloads_total{")
+		return strings.Contains(text, `toolgate_policy_reloads_total{result="success"} 1`)
 	})
 	fams := families(t, text)
 	types := familyTypes(text)
@@ -222,6 +227,158 @@ func TestDashboardPanels(t *testing.T) {
 	for name, typ := range map[string]string{"datasource": "datasource", "issuer": "query", "tool": "query"} {
 		if vars[name] != typ {
 			t.Errorf("template variable %s is %q, want %q", name, vars[name], typ)
+		}
+	}
+}
+
+// selector is one vector selector of a PromQL expression: a metric and the
+// label matchers it must satisfy.
+type selector struct {
+	name     string
+	matchers []labelMatcher
+}
+
+type labelMatcher struct{ label, op, value string }
+
+var promqlMatcher = regexp.MustCompile(`^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*")\s*,?`)
+
+// selectors returns the selectors of expr on toolgate's, Go's and the
+// process's metrics. A template variable in a matcher stands for its "All"
+// value, what a freshly opened dashboard shows.
+func selectors(t *testing.T, expr string, all map[string]string) []selector {
+	t.Helper()
+	// Blank string literals, keeping offsets, so that neither a brace nor a
+	// name inside one is taken for syntax.
+	blank := promqlString.ReplaceAllStringFunc(expr, func(s string) string { return `"` + strings.Repeat("_", len(s)-2) + `"` })
+	var out []selector
+	for _, loc := range promqlIdentifier.FindAllStringIndex(blank, -1) {
+		s := selector{name: expr[loc[0]:loc[1]]}
+		if len(metricNames(s.name)) == 0 {
+			continue
+		}
+		rest := strings.TrimLeft(blank[loc[1]:], " ")
+		if strings.HasPrefix(rest, "{") {
+			open := len(blank) - len(rest)
+			end := open + strings.Index(rest, "}")
+			for body := expr[open+1 : end]; strings.TrimSpace(body) != ""; {
+				m := promqlMatcher.FindStringSubmatch(body)
+				if m == nil {
+					t.Fatalf("%s: cannot read the matchers %q", expr, body)
+				}
+				value, err := strconv.Unquote(m[3])
+				if err != nil {
+					t.Fatalf("%s: %v", expr, err)
+				}
+				value = templateVariable.ReplaceAllStringFunc(value, func(v string) string {
+					name := strings.Trim(v, "${}")
+					a, ok := all[name]
+					if !ok {
+						t.Fatalf("%s: no All value for the variable %s", expr, name)
+					}
+					return a
+				})
+				s.matchers = append(s.matchers, labelMatcher{m[1], m[2], value})
+				body = body[len(m[0]):]
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+var templateVariable = regexp.MustCompile(`\$\{?[a-zA-Z_][a-zA-Z0-9_]*\}?`)
+
+func (m labelMatcher) matches(ls model.LabelSet) bool {
+	v := string(ls[model.LabelName(m.label)])
+	switch m.op {
+	case "=":
+		return v == m.value
+	case "!=":
+		return v != m.value
+	}
+	re := regexp.MustCompile("^(?:" + m.value + ")$") // PromQL anchors its regular expressions
+	return re.MatchString(v) == (m.op == "=~")
+}
+
+// series returns the series of an exposition that a selector selects; a
+// histogram's _bucket, _sum and _count are its family's series.
+func (s selector) series(fams map[string][]model.LabelSet, types map[string]string) []model.LabelSet {
+	all, ok := fams[s.name]
+	if !ok {
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if base, cut := strings.CutSuffix(s.name, suffix); cut && (types[base] == "histogram" || types[base] == "summary") {
+				all = fams[base]
+			}
+		}
+	}
+	return slices.DeleteFunc(slices.Clone(all), func(ls model.LabelSet) bool {
+		return slices.ContainsFunc(s.matchers, func(m labelMatcher) bool { return !m.matches(ls) })
+	})
+}
+
+// On a toolgate just started, which has reloaded nothing and served nothing
+// but scrapes, every series each panel and template variable queries
+// exists: a dashboard shows 0, not "No data", and the variables list the
+// configured issuers and the tools.
+func TestDashboardSeriesOnAFreshInstance(t *testing.T) {
+	d := loadDashboard(t)
+	all := map[string]string{}
+	for _, v := range d.Templating.List {
+		all[v.Name] = ".*"
+	}
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	// Not startGate: its wait for readiness would be traffic. Scrapes, as
+	// Prometheus makes them, until the issuer's keys have been fetched at
+	// start (toolgate_jwks_last_success_age_seconds has no value before).
+	g := startGateNotReady(t, []*idptest.Tenant{tn})
+	var text string
+	waitFor(t, "the issuer's keys", func() bool {
+		resp, err := http.Get(g.URL + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		text = string(b)
+		return strings.Contains(text, `toolgate_jwks_keys{issuer="`+tn.Provider()+`"} `) &&
+			!strings.Contains(text, `toolgate_jwks_keys{issuer="`+tn.Provider()+`"} 0`)
+	})
+	fams := families(t, text)
+	types := familyTypes(text)
+
+	for _, p := range allPanels(d.Panels) {
+		for _, tg := range p.Targets {
+			for _, s := range selectors(t, tg.Expr, all) {
+				if len(s.series(fams, types)) == 0 {
+					t.Errorf("panel %q: %s%v selects no series on a fresh instance", p.Title, s.name, s.matchers)
+				}
+			}
+		}
+	}
+	labelValues := regexp.MustCompile(`^label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)$`)
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		var q struct {
+			Query string `json:"query"`
+		}
+		if err := json.Unmarshal(v.Query, &q); err != nil {
+			t.Fatalf("variable %s: %v", v.Name, err)
+		}
+		m := labelValues.FindStringSubmatch(q.Query)
+		if m == nil {
+			t.Errorf("variable %s: %q is not label_values(metric, label)", v.Name, q.Query)
+			continue
+		}
+		n := 0
+		for _, ls := range (selector{name: m[1]}).series(fams, types) {
+			if ls[model.LabelName(m[2])] != "" {
+				n++
+			}
+		}
+		if n == 0 {
+			t.Errorf("variable %s: %s has no series with a %s on a fresh instance", v.Name, m[1], m[2])
 		}
 	}
 }

@@ -168,7 +168,78 @@ func newMetrics(tools, issuers []string) *metrics {
 		m.jwksKeys.WithLabelValues(is)
 		m.validToken[is] = m.validated.get(is, "valid", "ok")
 	}
+	m.startAtZero(tools, issuers)
 	return m
+}
+
+// Label values known at start, beside the results and reasons above.
+var (
+	// callOutcomes are the result and reason of a call decision (decide,
+	// in gate.go); listOutcomes those of a tools/list decision
+	// (visibleTools).
+	callOutcomes = [][2]string{
+		{resultAllow, reasonAllowed},
+		{resultDeny, reasonNotVisible}, {resultDeny, reasonInsufficientScope}, {resultDeny, reasonPolicyDenied},
+		{resultError, reasonEvaluationError},
+		{resultDryRunDeny, reasonNotVisible}, {resultDryRunDeny, reasonInsufficientScope}, {resultDryRunDeny, reasonPolicyDenied},
+	}
+	listOutcomes = [][2]string{{resultAllow, reasonAllowed}, {resultError, reasonEvaluationError}, {resultDryRunDeny, reasonNotVisible}}
+	// toolOutcomes are the outcomes of a call that reached its handler
+	// (enforceCall).
+	toolOutcomes = []string{"success", "error", "denied"}
+	// issuerReasons are why idp refuses a token once it knows the issuer;
+	// noIssuerReasons why it refuses one before (idp.Verifier.verify), which
+	// counts under labelUnknown.
+	issuerReasons = []idp.Reason{
+		idp.ReasonKeysUnavailable, idp.ReasonKeyUnknown, idp.ReasonSignatureInvalid, idp.ReasonAlgNotAllowed,
+		idp.ReasonExpired, idp.ReasonExpMissing, idp.ReasonNotYetValid, idp.ReasonIssuedInFuture,
+		idp.ReasonAudienceMissing, idp.ReasonAudienceMismatch, idp.ReasonSubjectMissing, idp.ReasonClaimsInvalid,
+	}
+	noIssuerReasons = []idp.Reason{idp.ReasonTooLarge, idp.ReasonMalformed, idp.ReasonAlgNotAllowed, idp.ReasonIssuerUnknown}
+	// mcpStatuses are the codes a POST to /mcp is answered with: success,
+	// an accepted notification, and the gate's refusals (errors.go).
+	mcpStatuses = []int{200, 202, 400, 401, 403, 404, 413, 429, 500, 503}
+)
+
+// startAtZero creates, at zero, every series whose label values are all
+// known at start, so that a scrape of a toolgate that has not yet served
+// anything has every family and a dashboard shows 0 instead of "No data".
+// Known means taken from the configuration (issuer names), the catalog
+// (tool names) or the fixed codes above; the catch-all labelUnknown only
+// for the refusals of a token that names no configured issuer, and no
+// value a request brings. A combination may be one the configuration never
+// produces (dry_run_deny outside dry-run): it then stays at zero. That is
+// at most, per tool, 8 decision, 3 tool-call series and a histogram; per
+// issuer 14 series; and 19 more, plus one histogram, for everything else.
+func (m *metrics) startAtZero(tools, issuers []string) {
+	for _, o := range listOutcomes {
+		m.decided.get(policy.ActionList, labelAllTools, o[0], o[1])
+	}
+	for _, tool := range tools {
+		for _, o := range callOutcomes {
+			m.decided.get(policy.ActionCall, tool, o[0], o[1])
+		}
+		for _, outcome := range toolOutcomes {
+			m.toolCall.get(tool, outcome)
+		}
+		m.toolTime.get(tool)
+	}
+	for _, is := range issuers {
+		for _, r := range issuerReasons {
+			m.validated.get(is, "invalid", string(r))
+		}
+		m.jwksRefreshes.WithLabelValues(is, "success")
+		m.jwksRefreshes.WithLabelValues(is, "failure")
+	}
+	for _, r := range noIssuerReasons {
+		m.validated.get(labelUnknown, "invalid", string(r))
+	}
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("failure")
+	for _, code := range mcpStatuses {
+		m.requests.get("/mcp", http.MethodPost, statusLabel(code))
+	}
+	m.requestTime.get("/mcp", http.MethodPost)
 }
 
 func set(list []string) map[string]bool {
@@ -213,11 +284,12 @@ func (m *metrics) jwksRefreshed(issuer string, err error, keys int) {
 		m.jwksRefreshes.WithLabelValues(issuer, "failure").Inc()
 		return
 	}
-	m.jwksRefreshes.WithLabelValues(issuer, "success").Inc()
-	m.jwksKeys.WithLabelValues(issuer).Set(float64(keys))
+	// The age first: a scrape that sees the keys sees their age.
 	m.mu.Lock()
 	m.lastRefresh[issuer] = time.Now()
 	m.mu.Unlock()
+	m.jwksRefreshes.WithLabelValues(issuer, "success").Inc()
+	m.jwksKeys.WithLabelValues(issuer).Set(float64(keys))
 }
 
 func (m *metrics) decisionLogFailed(lines int) { m.decisionLogFail.Add(float64(lines)) }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -74,19 +75,33 @@ func TestDevServeAcceptsDevToken(t *testing.T) {
 
 func TestServeReportsEveryConfigProblem(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "toolgate.yaml")
-	os.WriteFile(path, []byte("listen: 127.0.0.1:0\nlisen: x\nanonymous: true\nissuers:\n  - provider: okta\n    issuer: https://i.example\n"), 0o644)
+	os.WriteFile(path, []byte(`listen: 127.0.0.1:0
+lisen: x
+anonymous: true
+issuers:
+  - provider: okta
+    issuer: https://i.example
+    jwks_url: http://evil.example/jwks
+    provider: oidc
+`), 0o644)
 	var out, errs bytes.Buffer
 	if code := run(context.Background(), []string{"serve", "--config", path}, &out, &errs); code == 0 {
 		t.Fatal("want a non-zero exit")
 	}
-	for _, want := range []string{"field lisen not found", `"okta" is not one of`} {
-		if !strings.Contains(errs.String(), want) {
-			t.Errorf("stderr lacks %q:\n%s", want, errs.String())
-		}
+	want := []string{
+		"toolgate: " + path + ":",
+		"toolgate: line 2: lisen: unknown key",
+		"toolgate: line 8: issuers[0].provider: given twice (first at line 5)",
+		`toolgate: issuers[0].provider: "okta" is not one of`,
+		`toolgate: issuers[0].jwks_url: "http://evil.example/jwks" uses http://`,
 	}
-	for _, line := range strings.Split(strings.TrimSpace(errs.String()), "\n") {
-		if !strings.HasPrefix(line, "toolgate: ") {
-			t.Errorf("line %q does not start with toolgate:", line)
+	lines := strings.Split(strings.TrimSpace(errs.String()), "\n")
+	if len(lines) != len(want) {
+		t.Errorf("%d lines on stderr, want the file and one per problem (%d):\n%s", len(lines), len(want), errs.String())
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, w) }) {
+			t.Errorf("no stderr line starts with %q:\n%s", w, errs.String())
 		}
 	}
 }
