@@ -91,7 +91,7 @@ func New(o Options) (*Server, error) {
 		cfg:         cfg,
 		log:         o.Logger,
 		metadataURL: cfg.PublicURL + "/.well-known/oauth-protected-resource/mcp",
-		origins:     map[string]bool{pub.Scheme + "://" + pub.Host: true},
+		origins:     map[string]bool{originKey(pub.Scheme + "://" + pub.Host): true},
 		publicHost:  pub.Hostname(),
 		dryRun:      cfg.Policy.DryRun,
 	}
@@ -99,7 +99,9 @@ func New(o Options) (*Server, error) {
 		s.catalog = append(s.catalog, t.Tool.Name)
 	}
 	for _, o := range cfg.AllowedOrigins {
-		s.origins[trimSlash(o)] = true
+		if k := originKey(trimSlash(o)); k != "" { // "" is what every non-origin maps to
+			s.origins[k] = true
+		}
 	}
 	issuers := o.Issuers
 	if issuers == nil {
