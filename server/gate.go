@@ -23,10 +23,12 @@ import (
 // validate Origin, against DNS rebinding), and a Host that names neither
 // public_url's host nor loopback. Origins are compared as originKey says,
 // hosts without regard to case (RFC 3986 §6.2.2.1). It runs before
-// authentication.
+// authentication, and lets a page of an allowed origin read the answers
+// (allowOrigin).
 func (s *Server) checkOrigin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if o := header(r, headerOrigin); o != "" && !s.origins[originKey(o)] {
+		origin := header(r, headerOrigin)
+		if origin != "" && !s.origins[originKey(origin)] {
 			s.writeError(w, errOriginForbidden)
 			return
 		}
@@ -39,6 +41,9 @@ func (s *Server) checkOrigin(next http.Handler) http.Handler {
 			s.writeError(w, errOriginForbidden)
 			return
 		}
+		if origin != "" && allowOrigin(w, r, origin) {
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }
@@ -47,6 +52,7 @@ func (s *Server) checkOrigin(next http.Handler) http.Handler {
 const (
 	headerOrigin        = "Origin"
 	headerAuthorization = "Authorization"
+	headerCORSMethod    = "Access-Control-Request-Method"
 )
 
 // header is r.Header.Get of a key in canonical form (the gate's are, see

@@ -313,11 +313,15 @@ func (s *Server) serveMetrics(addr string) (func(), error) {
 	return func() { _ = hs.Close() }, nil
 }
 
+// serveMetadata serves the RFC 9728 document. Browser-based clients fetch
+// it cross-origin, and it is public: any origin may read it, and preflight
+// the MCP-Protocol-Version header the MCP TypeScript SDK sends with it.
 func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
-	// Browser-based clients fetch the metadata cross-origin.
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	if r.Method == http.MethodOptions {
-		w.Header().Set("Access-Control-Allow-Methods", "GET")
+		w.Header().Set("Access-Control-Allow-Methods", "GET, HEAD")
+		w.Header().Set("Access-Control-Allow-Headers", "Mcp-Protocol-Version")
+		w.Header().Set("Access-Control-Max-Age", corsMaxAge)
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
