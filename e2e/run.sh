@@ -4,11 +4,14 @@
 #   1. builds (or takes from the cache) Ory Hydra from the Go module proxy
 #      (testdata/hydra/go.mod), the npm packages of e2e/package-lock.json
 #      (the MCP TypeScript SDK, MCP Inspector, the MCP conformance suite and
-#      Node 22, which the last two need), toolgate and the consent app;
+#      Node 22, which the last two need), toolgate and the consent app, and
+#      installs Debian's chromium (apt-get) when it is missing;
 #   2. starts Hydra (in-memory database, JWT access tokens), the login and
 #      consent app (e2e/consent), toolgate configured with Hydra as an oidc
-#      issuer, and a second toolgate with anonymous: true for the conformance
-#      suite, each on a free loopback port, and waits until each is ready;
+#      issuer (and a free port's origin in allowed_origins, for the browser
+#      test's page), and a second toolgate with anonymous: true for the
+#      conformance suite, each on a free loopback port, and waits until each
+#      is ready;
 #   3. runs e2e/tests/*.test.mjs with Node's test runner;
 #   4. stops every process it started (also on failure or interrupt) and
 #      prints timings and a closing "N passed, N failed" line.
@@ -172,17 +175,35 @@ build_go() {
 	TOOLGATE=$REPO/bin/toolgate
 }
 
+# Chromium for tests/browser.test.mjs: Debian's package, installed only when
+# the machine has none.
+install_chromium() {
+	local sudo=""
+	if ! command -v chromium >/dev/null; then
+		log "chromium: installing Debian's package"
+		((EUID == 0)) || sudo=sudo
+		{ $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+			>"$OUT/apt-get.log" 2>&1 || {
+			tail -n 30 "$OUT/apt-get.log" >&2
+			return 1
+		}
+	fi
+	CHROMIUM=$(command -v chromium)
+}
+
 timed "build hydra" build_hydra
 timed "install npm packages" install_npm
 timed "build toolgate, consent" build_go
-log "node $("$NODE" --version), $("$HYDRA" version 2>/dev/null | head -n1 | tr -s ' ')"
+timed "install chromium" install_chromium
+log "node $("$NODE" --version), $("$HYDRA" version 2>/dev/null | head -n1 | tr -s ' '), $("$CHROMIUM" --version 2>/dev/null)"
 
 # --- 2. start everything -------------------------------------------------------
 
-# Five free loopback ports, taken at once so that they differ.
-read -r P_HYDRA P_ADMIN P_CONSENT P_TG P_CONF < <("$NODE" -e '
+# Six free loopback ports, taken at once so that they differ. P_PAGE is the
+# browser test's page, whose origin toolgate allows.
+read -r P_HYDRA P_ADMIN P_CONSENT P_TG P_CONF P_PAGE < <("$NODE" -e '
 const net = require("net");
-const servers = Array.from({ length: 5 }, () => net.createServer());
+const servers = Array.from({ length: 6 }, () => net.createServer());
 Promise.all(servers.map(s => new Promise(r => s.listen(0, "127.0.0.1", r)))).then(() => {
   console.log(servers.map(s => s.address().port).join(" "));
   servers.forEach(s => s.close());
@@ -211,6 +232,8 @@ start_all() {
 		# Hydra lets a client request only the scopes it registered, and the SDK
 		# registers with these: the step-up scope must be among them.
 		scopes_supported: [images:write]
+		# The origin of tests/browser.test.mjs's page (CORS).
+		allowed_origins: ["http://127.0.0.1:$P_PAGE"]
 		issuers:
 		  - name: hydra
 		    provider: oidc
@@ -258,17 +281,18 @@ run_tests() {
 	(cd "$E2E_DIR" && exec env E2E_DIR="$E2E_DIR" E2E_OUT="$OUT" E2E_MCP_URL="$RESOURCE" \
 		E2E_HYDRA_PUBLIC="$ISSUER" E2E_HYDRA_ADMIN="$HYDRA_ADMIN" \
 		E2E_CONFORMANCE_URL="http://127.0.0.1:$P_CONF/mcp" NO_COLOR=1 \
+		E2E_PAGE_PORT="$P_PAGE" E2E_CHROMIUM="$CHROMIUM" \
 		timeout 600 "$NODE" --test --test-timeout=180000 \
 		--test-reporter=spec --test-reporter-destination=stdout \
 		--test-reporter=tap --test-reporter-destination="$OUT/results.tap" \
-		tests/sdk.test.mjs tests/inspector.test.mjs tests/conformance.test.mjs) &
+		tests/sdk.test.mjs tests/browser.test.mjs tests/inspector.test.mjs tests/conformance.test.mjs) &
 	TEST_PID=$!
 	wait "$TEST_PID"
 }
 TEST_RC=0
 t=$(now)
 run_tests || TEST_RC=$?
-TIMINGS+=("$(printf '%-36s %6.1fs' "tests (sdk, inspector, conformance)" "$(since "$t")")")
+TIMINGS+=("$(printf '%-36s %6.1fs' "tests (e2e/tests/*.test.mjs)" "$(since "$t")")")
 
 timed "stop everything" stop_all
 

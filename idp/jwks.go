@@ -40,9 +40,10 @@ func CheckFetchURL(s string) error {
 	}
 }
 
-// IsLoopbackHost reports whether h is localhost or a loopback address.
+// IsLoopbackHost reports whether h is localhost (in any case: host names
+// are case-insensitive, RFC 3986 §6.2.2.1) or a loopback address.
 func IsLoopbackHost(h string) bool {
-	if h == "localhost" {
+	if strings.EqualFold(h, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(h)

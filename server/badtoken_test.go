@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -84,20 +85,40 @@ func TestBadTokensGet401WithTheirReason(t *testing.T) {
 			t.Errorf("%d", resp.StatusCode)
 		}
 	})
-	t.Run("another scheme", func(t *testing.T) {
-		resp := g.rawPost("", "", initializeBody, "Authorization", "Basic dXNlcjpwYXNz")
-		want := `Bearer error="invalid_token", error_description="not_bearer", resource_metadata="` + g.URL + `/.well-known/oauth-protected-resource/mcp"`
-		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != want {
-			t.Errorf("got %d %q, want 401 %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), want)
-		}
-	})
-	t.Run("no token", func(t *testing.T) {
-		resp := g.rawPost("", "", initializeBody)
-		want := `Bearer resource_metadata="` + g.URL + `/.well-known/oauth-protected-resource/mcp"`
-		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != want {
-			t.Errorf("got %d %q, want 401 %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), want)
-		}
-	})
+	// RFC 6750 §3.1: a request without Bearer credentials, whether it has no
+	// Authorization header or one of another scheme, gets a challenge
+	// without an error code; the JSON body still names the reason.
+	metadata := `resource_metadata="` + g.URL + `/.well-known/oauth-protected-resource/mcp"`
+	for _, tc := range []struct {
+		name, authorization, challenge, reason string
+	}{
+		{"no token", "", `Bearer ` + metadata, "token_missing"},
+		{"Basic", "Basic dXNlcjpwYXNz", `Bearer ` + metadata, "not_bearer"},
+		{"Digest", `Digest username="u", realm="r"`, `Bearer ` + metadata, "not_bearer"},
+		{"a scheme without credentials", "Negotiate", `Bearer ` + metadata, "not_bearer"},
+		{"Bearer run into its token", "Bearer" + good, `Bearer ` + metadata, "not_bearer"},
+		{"bearer in lower case is Bearer (RFC 7235 §2.1)", "bearer not-a-jwt",
+			`Bearer error="invalid_token", error_description="token_malformed", ` + metadata, "token_malformed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var resp *http.Response
+			if tc.authorization == "" {
+				resp = g.rawPost("", "", initializeBody)
+			} else {
+				resp = g.rawPost("", "", initializeBody, "Authorization", tc.authorization)
+			}
+			var body struct {
+				Description string `json:"error_description"`
+			}
+			err := json.NewDecoder(resp.Body).Decode(&body)
+			if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != tc.challenge {
+				t.Errorf("got %d %q, want 401 %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), tc.challenge)
+			}
+			if err != nil || body.Description != tc.reason {
+				t.Errorf("body reason %q (%v), want %q", body.Description, err, tc.reason)
+			}
+		})
+	}
 }
 
 // flip changes the signature's first character, keeping it base64url.

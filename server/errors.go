@@ -54,9 +54,11 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusServiceUnavailable, oauthError{"temporarily_unavailable", string(tokenErr.Reason), ""})
 	case errors.As(err, &tokenErr):
 		// RFC 6750 §3 and RFC 9728 §5.1: point the client at the metadata.
-		// §3.1: no error code when the request carried no token.
+		// §3.1: no error code when the request lacks Bearer credentials,
+		// whether it has no Authorization header or one of another scheme
+		// ("attempted using an unsupported authentication method").
 		params := [][2]string{{"resource_metadata", s.metadataURL}}
-		if tokenErr.Reason != idp.ReasonMissing {
+		if tokenErr.Reason != idp.ReasonMissing && tokenErr.Reason != idp.ReasonNotBearer {
 			params = append([][2]string{{"error", "invalid_token"}, {"error_description", string(tokenErr.Reason)}}, params...)
 		}
 		w.Header().Set("WWW-Authenticate", bearerChallenge(params))

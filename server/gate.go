@@ -21,10 +21,14 @@ import (
 // checkOrigin refuses a browser request from an origin that is neither
 // public_url's nor allowed (MCP transports, "Security Warning": servers MUST
 // validate Origin, against DNS rebinding), and a Host that names neither
-// public_url's host nor loopback. It runs before authentication.
+// public_url's host nor loopback. Origins are compared as originKey says,
+// hosts without regard to case (RFC 3986 §6.2.2.1). It runs before
+// authentication, and lets a page of an allowed origin read the answers
+// (allowOrigin).
 func (s *Server) checkOrigin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if o := header(r, headerOrigin); o != "" && !s.origins[o] {
+		origin := header(r, headerOrigin)
+		if origin != "" && !s.origins[originKey(origin)] {
 			s.writeError(w, errOriginForbidden)
 			return
 		}
@@ -33,8 +37,11 @@ func (s *Server) checkOrigin(next http.Handler) http.Handler {
 			host = h
 		}
 		host = strings.Trim(host, "[]")
-		if host != s.publicHost && !idp.IsLoopbackHost(host) {
+		if !strings.EqualFold(host, s.publicHost) && !idp.IsLoopbackHost(host) {
 			s.writeError(w, errOriginForbidden)
+			return
+		}
+		if origin != "" && allowOrigin(w, r, origin) {
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -45,6 +52,7 @@ func (s *Server) checkOrigin(next http.Handler) http.Handler {
 const (
 	headerOrigin        = "Origin"
 	headerAuthorization = "Authorization"
+	headerCORSMethod    = "Access-Control-Request-Method"
 )
 
 // header is r.Header.Get of a key in canonical form (the gate's are, see

@@ -11,7 +11,7 @@ import (
 // header reads the map directly, which finds a header only by its
 // canonical key.
 func TestHeaderKeysAreCanonical(t *testing.T) {
-	for _, key := range []string{headerOrigin, headerAuthorization, mcpserver.HeaderKeySessionID, mcp.HeaderProtocolVersion} {
+	for _, key := range []string{headerOrigin, headerAuthorization, headerCORSMethod, mcpserver.HeaderKeySessionID, mcp.HeaderProtocolVersion} {
 		if canonical := http.CanonicalHeaderKey(key); key != canonical {
 			t.Errorf("%q is not canonical (%q): header() would never find it", key, canonical)
 		}

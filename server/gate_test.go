@@ -248,41 +248,6 @@ func TestSessionIsBoundToItsPrincipal(t *testing.T) {
 	}
 }
 
-func TestOriginCheck(t *testing.T) {
-	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
-	g := startGate(t, []*idptest.Tenant{tn}, withOrigins("https://app.example.com"))
-	cases := []struct {
-		header []string
-		want   int
-	}{
-		{[]string{"Origin", "https://evil.example.com"}, http.StatusForbidden},
-		{[]string{"Origin", "null"}, http.StatusForbidden},
-		{[]string{"Origin", g.URL}, http.StatusUnauthorized}, // allowed: on to authentication
-		{[]string{"Origin", "https://app.example.com"}, http.StatusUnauthorized},
-		{nil, http.StatusUnauthorized},
-		{[]string{"Host", "evil.example.com"}, http.StatusForbidden}, // DNS rebinding
-	}
-	for _, tc := range cases {
-		req, _ := http.NewRequest(http.MethodPost, g.URL+"/mcp", strings.NewReader(initializeBody))
-		req.Header.Set("Content-Type", "application/json")
-		if len(tc.header) == 2 {
-			if tc.header[0] == "Host" {
-				req.Host = tc.header[1]
-			} else {
-				req.Header.Set(tc.header[0], tc.header[1])
-			}
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != tc.want {
-			t.Errorf("%v: %d, want %d", tc.header, resp.StatusCode, tc.want)
-		}
-	}
-}
-
 func TestProtectedResourceMetadata(t *testing.T) {
 	auth0 := idptest.NewTenant(t, idptest.ProviderAuth0)
 	workos := idptest.NewTenant(t, idptest.ProviderWorkOS)

@@ -92,7 +92,7 @@ func New(o Options) (*Server, error) {
 		cfg:         cfg,
 		log:         o.Logger,
 		metadataURL: cfg.PublicURL + "/.well-known/oauth-protected-resource/mcp",
-		origins:     map[string]bool{pub.Scheme + "://" + pub.Host: true},
+		origins:     map[string]bool{originKey(pub.Scheme + "://" + pub.Host): true},
 		publicHost:  pub.Hostname(),
 		dryRun:      cfg.Policy.DryRun,
 	}
@@ -100,7 +100,9 @@ func New(o Options) (*Server, error) {
 		s.catalog = append(s.catalog, t.Tool.Name)
 	}
 	for _, o := range cfg.AllowedOrigins {
-		s.origins[trimSlash(o)] = true
+		if k := originKey(trimSlash(o)); k != "" { // "" is what every non-origin maps to
+			s.origins[k] = true
+		}
 	}
 	issuers := o.Issuers
 	if issuers == nil {
@@ -316,11 +318,15 @@ func (s *Server) serveMetrics(addr string) (func(), error) {
 	return func() { _ = hs.Close() }, nil
 }
 
+// serveMetadata serves the RFC 9728 document. Browser-based clients fetch
+// it cross-origin, and it is public: any origin may read it, and preflight
+// the MCP-Protocol-Version header the MCP TypeScript SDK sends with it.
 func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
-	// Browser-based clients fetch the metadata cross-origin.
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	if r.Method == http.MethodOptions {
-		w.Header().Set("Access-Control-Allow-Methods", "GET")
+		w.Header().Set("Access-Control-Allow-Methods", "GET, HEAD")
+		w.Header().Set("Access-Control-Allow-Headers", "Mcp-Protocol-Version")
+		w.Header().Set("Access-Control-Max-Age", corsMaxAge)
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}

@@ -20,6 +20,9 @@ export const env = {
   get conformanceURL() { return need('E2E_CONFORMANCE_URL'); },
   get outDir() { return need('E2E_OUT'); },
   get e2eDir() { return need('E2E_DIR'); },
+  // The port of the page origin that toolgate's allowed_origins lists.
+  get pagePort() { return need('E2E_PAGE_PORT'); },
+  get chromium() { return need('E2E_CHROMIUM'); },
 };
 
 /** Throws unless url is on loopback: the tests never send traffic elsewhere. */
