@@ -17,8 +17,8 @@ import (
 // A body over limits.max_body_bytes (1 MiB by default) is refused with a
 // 413 that the client gets to read, whether its body has a Content-Length
 // (refused before reading) or is chunked (refused once it crosses the
-// limit), and whether the client reads while it sends (Go's http.Client) or
-// only after sending the whole body (Node's fetch; the raw socket here).
+// limit), and whether the client reads while it sends (Go's http.Client,
+// Node's fetch) or only after sending the whole body (the raw socket here).
 // Without the drain, the server closes with the body unread and the kernel
 // answers the rest of it with a reset: the client's write fails, and a
 // client that only reads once it has written (or whose TCP stack drops what
@@ -94,8 +94,8 @@ func TestOversizedBodyDrainIsBounded(t *testing.T) {
 }
 
 // postWholeBodyThenRead sends a POST /mcp over a connection of its own and
-// reads the answer only once the whole body is written, as Node's fetch
-// does.
+// reads the answer only once the whole body is written, as simple clients
+// do.
 func postWholeBodyThenRead(g *gate, tok, body string, chunked bool) (*http.Response, error) {
 	conn, err := net.Dial("tcp", strings.TrimPrefix(g.URL, "http://"))
 	if err != nil {
