@@ -268,7 +268,7 @@ run_tests() {
 TEST_RC=0
 t=$(now)
 run_tests || TEST_RC=$?
-TIMINGS+=("$(printf '%-36s %6.1fs' "tests (sdk, inspector, limits, conformance)" "$(since "$t")")")
+TIMINGS+=("$(printf '%-36s %6.1fs' "tests (e2e/tests)" "$(since "$t")")")
 
 timed "stop everything" stop_all
 
