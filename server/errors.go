@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -14,7 +15,6 @@ import (
 // The denials the gate answers itself, before MCP sees the request.
 var (
 	errOriginForbidden = errors.New("origin_not_allowed")
-	errBodyTooLarge    = errors.New("request_too_large")
 	errSessionUnknown  = errors.New("session_not_found")
 	errBadRequest      = errors.New("bad_request")
 	errTooDeep         = errors.New("request_too_deep")
@@ -46,6 +46,7 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 		tokenErr *idp.Error
 		step     *stepUp
 		tooMany  tooManySessions
+		over     *tooLarge
 	)
 	switch {
 	case errors.As(err, &tokenErr) && tokenErr.Reason == idp.ReasonKeysUnavailable:
@@ -72,8 +73,8 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusForbidden, oauthError{"insufficient_scope", "scope " + strings.Join(step.scopes, " ") + " required", step.decisionID})
 	case errors.Is(err, errOriginForbidden):
 		writeJSON(w, http.StatusForbidden, oauthError{"forbidden", "origin_not_allowed", ""})
-	case errors.Is(err, errBodyTooLarge):
-		writeJSON(w, http.StatusRequestEntityTooLarge, oauthError{"request_too_large", "request body is over the limit", ""})
+	case errors.As(err, &over):
+		refuseBody(w, over)
 	case errors.Is(err, errBadRequest):
 		writeJSON(w, http.StatusBadRequest, oauthError{"invalid_request", "the request body could not be read", ""})
 	case errors.Is(err, errUnreadableMessage):
@@ -125,9 +126,14 @@ func bearerChallenge(params [][2]string) string {
 	return b.String()
 }
 
+// writeJSON writes v with a Content-Length, so that an answer flushed
+// before the handler ends (the 413 before its drain) is whole as sent.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(b)
 }

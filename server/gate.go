@@ -259,12 +259,15 @@ func decodeRequest(body []byte) (req rpcRequest, ok bool) {
 	return req, json.Unmarshal(body, &req) == nil
 }
 
-// readBody reads a request body of at most limit bytes: errBodyTooLarge
-// past it, errBadRequest when it cannot be read. A body of known length is
-// read in one allocation of its size.
+// readBody reads a request body of at most limit bytes: a *tooLarge past
+// it, errBadRequest when it cannot be read. A body of known length is read
+// in one allocation of its size.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
-		return nil, errBodyTooLarge
+		if r.ContentLength > limit+lingerBytes {
+			return nil, &tooLarge{} // more than the drain would read: not drained
+		}
+		return nil, &tooLarge{rest: r.Body, max: r.ContentLength}
 	}
 	var body []byte
 	var err error
@@ -275,8 +278,8 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	}
 	if err != nil {
-		if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
-			return nil, errBodyTooLarge
+		if over := (*http.MaxBytesError)(nil); errors.As(err, &over) {
+			return nil, &tooLarge{rest: r.Body, max: lingerBytes}
 		}
 		return nil, errBadRequest
 	}

@@ -108,12 +108,25 @@ func startStoppableGate(t testing.TB, tenants []*idptest.Tenant, opts ...gateOpt
 	return g, stop
 }
 
+// startGateOn is startGate on a listener of the test's own.
+func startGateOn(t testing.TB, ln net.Listener, tenants []*idptest.Tenant, opts ...gateOption) *gate {
+	t.Helper()
+	g, _ := launchOn(t, ln, tenants, opts...)
+	g.waitReady()
+	return g
+}
+
 func launch(t testing.TB, tenants []*idptest.Tenant, opts ...gateOption) (*gate, func() error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return launchOn(t, ln, tenants, opts...)
+}
+
+func launchOn(t testing.TB, ln net.Listener, tenants []*idptest.Tenant, opts ...gateOption) (*gate, func() error) {
+	t.Helper()
 	dir := copyPolicy(t)
 	cfg := config.Default()
 	cfg.Listen = ln.Addr().String()
