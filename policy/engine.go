@@ -58,6 +58,10 @@ func NewID() string {
 	return u.String()
 }
 
+// ErrArgumentsInvalid is a call whose arguments are not a JSON object: the
+// client's fault, denied like any failed evaluation but told apart from one.
+var ErrArgumentsInvalid = errors.New("arguments must be a JSON object")
+
 //go:embed input.schema.json
 var inputSchemaJSON []byte
 
@@ -509,10 +513,10 @@ func (c catalogInput) input(p *idp.Principal, action, tool string, args []byte) 
 		if len(bytes.TrimSpace(args)) > 0 && string(bytes.TrimSpace(args)) != "null" {
 			var v any
 			if err := json.Unmarshal(args, &v); err != nil {
-				return nil, fmt.Errorf("arguments: %w", err)
+				return nil, fmt.Errorf("%w: %w", ErrArgumentsInvalid, err)
 			}
 			if _, ok := v.(map[string]any); !ok {
-				return nil, errors.New("arguments must be a JSON object")
+				return nil, ErrArgumentsInvalid
 			}
 			if arguments, err = ast.InterfaceToValue(v); err != nil {
 				return nil, err

@@ -340,8 +340,11 @@ func TestDashboardSeriesOnAFreshInstance(t *testing.T) {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		text = string(b)
+		// Both: a scrape collects its families concurrently, so one may
+		// see the keys of a fetch whose age it collected before.
 		return strings.Contains(text, `toolgate_jwks_keys{issuer="`+tn.Provider()+`"} `) &&
-			!strings.Contains(text, `toolgate_jwks_keys{issuer="`+tn.Provider()+`"} 0`)
+			!strings.Contains(text, `toolgate_jwks_keys{issuer="`+tn.Provider()+`"} 0`) &&
+			strings.Contains(text, `toolgate_jwks_last_success_age_seconds{issuer="`+tn.Provider()+`"} `)
 	})
 	fams := families(t, text)
 	types := familyTypes(text)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/outcome"
 )
 
 // decisionLog writes one JSON line per policy decision, allowed or denied:
@@ -132,7 +133,9 @@ type entry struct {
 	Arguments      []byte   // tools/call: params.arguments as sent
 	Visible        []string // tools/list: what was returned
 	Hidden         []string // tools/list in dry-run: what would have been hidden
-	Result, Reason string
+	Result         string
+	Code           outcome.Code // the reason code, beside the policy's text
+	Reason         string
 	RequiredScopes []string
 	Revision       string
 	At             time.Time // when the decision was made
@@ -179,6 +182,8 @@ func (l *decisionLog) write(e entry) {
 	}
 	b = append(b, `,"result":`...)
 	b = appendString(b, e.Result)
+	b = append(b, `,"reason_code":`...)
+	b = appendString(b, string(e.Code))
 	if e.Reason != "" {
 		b = append(b, `,"reason":`...)
 		b = appendString(b, e.Reason)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,19 +11,39 @@ import (
 	"unicode"
 
 	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/outcome"
 )
 
-// The denials the gate answers itself, before MCP sees the request.
+// refusal is a request the gate answers itself, before MCP: its reason
+// code (whose answer the outcome table gives) and the error_description the
+// client reads.
+type refusal struct {
+	code        outcome.Code
+	description string
+}
+
+func (r *refusal) Error() string { return string(r.code) }
+
+// The refusals whose description is fixed.
 var (
-	errOriginForbidden = errors.New("origin_not_allowed")
-	errSessionUnknown  = errors.New("session_not_found")
-	errBadRequest      = errors.New("bad_request")
-	errTooDeep         = errors.New("request_too_deep")
+	errOriginForbidden = &refusal{outcome.OriginNotAllowed, "origin_not_allowed"}
+	// MCP transports: an unknown or foreign session id is 404, so the
+	// client starts a new session; another's session is never confirmed.
+	errSessionUnknown = &refusal{outcome.SessionNotFound, "session not found"}
+	errBadRequest     = &refusal{outcome.BadRequest, "the request body could not be read"}
 	// errUnreadableMessage is a body the gate cannot read as a JSON-RPC
 	// message (params that are not an object, a name that is not a
 	// string, a batch): MCP would refuse it too.
-	errUnreadableMessage = errors.New("invalid_message")
+	errUnreadableMessage = &refusal{outcome.InvalidMessage, "the body is not a JSON-RPC request whose method and params can be read"}
 )
+
+func tooDeep(limit int) error {
+	return &refusal{outcome.RequestTooDeep, fmt.Sprintf("JSON nested deeper than %d levels", limit)}
+}
+
+func tooManySessions(limit int) error {
+	return &refusal{outcome.TooManySessions, fmt.Sprintf("this principal has %d open sessions and streams, the limit; close one (DELETE /mcp) or wait for idle ones to expire", limit)}
+}
 
 // stepUp is a call denied for want of scopes (MCP authorization, "Scope
 // challenge handling"; RFC 6750 §3.1 insufficient_scope).
@@ -31,69 +52,69 @@ type stepUp struct {
 	decisionID string
 }
 
-func (s *stepUp) Error() string { return "insufficient_scope" }
+func (s *stepUp) Error() string { return string(outcome.InsufficientScope) }
 
-// tooManySessions is a new session or stream refused because its owner
-// holds limit of them already.
-type tooManySessions struct{ limit int }
-
-func (t tooManySessions) Error() string { return "too_many_sessions" }
-
-// writeError is the one place that maps an error to an HTTP answer. Every
-// refusal names a stable reason code; no refusal echoes the token.
+// writeError is the one place that maps an error to an HTTP answer, from
+// the outcome table (docs/http.md): status, OAuth error, challenge and
+// Retry-After by reason code. It counts and logs the gate's own refusals.
+// No refusal echoes the token.
 func (s *Server) writeError(w http.ResponseWriter, err error) {
 	var (
 		tokenErr *idp.Error
 		step     *stepUp
-		tooMany  tooManySessions
 		over     *tooLarge
+		refused  *refusal
 	)
 	switch {
-	case errors.As(err, &tokenErr) && tokenErr.Reason == idp.ReasonKeysUnavailable:
-		// The issuer's keys were never fetched: our fault, not the token's.
-		w.Header().Set("Retry-After", "5")
-		writeJSON(w, http.StatusServiceUnavailable, oauthError{"temporarily_unavailable", string(tokenErr.Reason), ""})
 	case errors.As(err, &tokenErr):
-		// RFC 6750 §3 and RFC 9728 §5.1: point the client at the metadata.
-		// §3.1: no error code when the request lacks Bearer credentials,
-		// whether it has no Authorization header or one of another scheme
-		// ("attempted using an unsupported authentication method").
-		params := [][2]string{{"resource_metadata", s.metadataURL}}
-		if tokenErr.Reason != idp.ReasonMissing && tokenErr.Reason != idp.ReasonNotBearer {
-			params = append([][2]string{{"error", "invalid_token"}, {"error_description", string(tokenErr.Reason)}}, params...)
+		code := outcome.Code(tokenErr.Reason)
+		o := outcome.Of(code)
+		if o.Status == http.StatusUnauthorized {
+			// RFC 6750 §3 and RFC 9728 §5.1: point the client at the
+			// metadata; §3.1: no error code when the request lacks Bearer
+			// credentials (o.Challenge is empty then).
+			params := [][2]string{{"resource_metadata", s.metadataURL}}
+			if o.Challenge != "" {
+				params = append([][2]string{{"error", o.Challenge}, {"error_description", string(code)}}, params...)
+			}
+			w.Header().Set("WWW-Authenticate", bearerChallenge(params))
 		}
-		w.Header().Set("WWW-Authenticate", bearerChallenge(params))
-		writeJSON(w, http.StatusUnauthorized, oauthError{"invalid_token", string(tokenErr.Reason), ""})
+		answer(w, o, oauthError{o.OAuthError, string(code), ""})
 	case errors.As(err, &step):
+		o := outcome.Of(outcome.InsufficientScope)
 		w.Header().Set("WWW-Authenticate", bearerChallenge([][2]string{
-			{"error", "insufficient_scope"},
+			{"error", o.Challenge},
 			{"scope", strings.Join(step.scopes, " ")},
 			{"resource_metadata", s.metadataURL},
 		}))
-		writeJSON(w, http.StatusForbidden, oauthError{"insufficient_scope", "scope " + strings.Join(step.scopes, " ") + " required", step.decisionID})
-	case errors.Is(err, errOriginForbidden):
-		writeJSON(w, http.StatusForbidden, oauthError{"forbidden", "origin_not_allowed", ""})
+		answer(w, o, oauthError{o.OAuthError, "scope " + strings.Join(step.scopes, " ") + " required", step.decisionID})
 	case errors.As(err, &over):
+		s.refused(outcome.RequestTooLarge)
 		refuseBody(w, over)
-	case errors.Is(err, errBadRequest):
-		writeJSON(w, http.StatusBadRequest, oauthError{"invalid_request", "the request body could not be read", ""})
-	case errors.Is(err, errUnreadableMessage):
-		writeJSON(w, http.StatusBadRequest, oauthError{"invalid_request", "the body is not a JSON-RPC request whose method and params can be read", ""})
-	case errors.Is(err, errTooDeep):
-		writeJSON(w, http.StatusBadRequest, oauthError{"invalid_request", fmt.Sprintf("JSON nested deeper than %d levels", s.cfg.Limits.MaxJSONDepth), ""})
-	case errors.As(err, &tooMany):
-		w.Header().Set("Retry-After", "60")
-		writeJSON(w, http.StatusTooManyRequests, oauthError{"too_many_sessions",
-			fmt.Sprintf("this principal has %d open sessions and streams, the limit; close one (DELETE /mcp) or wait for idle ones to expire", tooMany.limit), ""})
-	case errors.Is(err, errSessionUnknown):
-		// MCP transports: an unknown or foreign session id is 404, so the
-		// client starts a new session; another principal's session is never
-		// confirmed to exist.
-		writeJSON(w, http.StatusNotFound, oauthError{"session_not_found", "session not found", ""})
+	case errors.As(err, &refused):
+		o := s.refused(refused.code)
+		answer(w, o, oauthError{o.OAuthError, refused.description, ""})
 	default:
+		o := s.refused(outcome.InternalError)
 		s.log.Error("request failed", "error", err)
-		writeJSON(w, http.StatusInternalServerError, oauthError{"server_error", "internal error", ""})
+		answer(w, o, oauthError{o.OAuthError, "internal error", ""})
 	}
+}
+
+// refused counts and logs one of the gate's own refusals.
+func (s *Server) refused(code outcome.Code) outcome.Outcome {
+	o := outcome.Of(code)
+	s.metrics.refused.WithLabelValues(string(code)).Inc()
+	s.log.Log(context.Background(), o.Level, "request refused", "reason", code)
+	return o
+}
+
+// answer writes an outcome's status and JSON body, with its Retry-After.
+func answer(w http.ResponseWriter, o outcome.Outcome, body oauthError) {
+	if o.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(o.RetryAfter))
+	}
+	writeJSON(w, o.Status, body)
 }
 
 type oauthError struct {

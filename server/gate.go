@@ -15,6 +15,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/outcome"
 	"github.com/toolgate/toolgate/policy"
 )
 
@@ -95,7 +96,7 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet: // a stream, with or without a session id: it holds a place while open
 		release, ok := s.sessions.openStream(owner, limit)
 		if !ok {
-			s.writeError(w, tooManySessions{limit})
+			s.writeError(w, tooManySessions(limit))
 			return
 		}
 		defer release()
@@ -110,7 +111,7 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 			depth = jsonDepth(body)
 		}
 		if depth > s.cfg.Limits.MaxJSONDepth {
-			s.writeError(w, errTooDeep)
+			s.writeError(w, tooDeep(s.cfg.Limits.MaxJSONDepth))
 			return
 		}
 		req.Body = body
@@ -126,14 +127,14 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 		switch rpc.Method {
 		case string(mcp.MethodInitialize): // opens a session, whatever id came with it
 			if !s.sessions.mayOpen(owner, limit) {
-				s.writeError(w, tooManySessions{limit})
+				s.writeError(w, tooManySessions(limit))
 				return
 			}
 			out = &binding{HTTPResponseWriter: out, bind: func(id string) { s.sessions.bind(id, owner) }}
 		case string(mcp.MethodSubscriptionsListen): // the 2026-07-28 stream: a place while open
 			release, ok := s.sessions.openStream(owner, limit)
 			if !ok {
-				s.writeError(w, tooManySessions{limit})
+				s.writeError(w, tooManySessions(limit))
 				return
 			}
 			defer release()
@@ -315,14 +316,15 @@ func jsonDepth(b []byte) int {
 // what the decision log and metrics say of it.
 type callDecision struct {
 	policy.Decision
-	logged       policy.Decision // before dry-run turned a denial into an allow
-	principal    *idp.Principal
-	tool         string
-	args         []byte
-	result, code string
-	at           time.Time
-	eval         time.Duration
-	recorded     bool
+	logged    policy.Decision // before dry-run turned a denial into an allow
+	principal *idp.Principal
+	tool      string
+	args      []byte
+	result    string
+	code      outcome.Code
+	at        time.Time
+	eval      time.Duration
+	recorded  bool
 }
 
 // decide asks the policy about one call. In dry-run the decision is
@@ -337,17 +339,8 @@ func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args
 	eval := time.Since(start)
 	s.metrics.evalTime[policy.ActionCall].Observe(eval.Seconds())
 	c := &callDecision{Decision: d, logged: d, principal: p, tool: tool, args: args,
-		result: resultAllow, code: reasonAllowed, at: start.Add(eval), eval: eval}
-	switch {
-	case d.Err != nil:
-		c.result, c.code = resultError, reasonEvaluationError
-	case !d.Visible:
-		c.result, c.code = resultDeny, reasonNotVisible
-	case !d.Allowed && len(d.RequiredScopes) > 0:
-		c.result, c.code = resultDeny, reasonInsufficientScope
-	case !d.Allowed:
-		c.result, c.code = resultDeny, reasonPolicyDenied
-	}
+		code: DecisionCode(d), at: start.Add(eval), eval: eval}
+	c.result = resultOf(c.code)
 	if s.dryRun && c.result != resultAllow {
 		if c.result == resultDeny {
 			c.result = resultDryRunDeny
@@ -357,6 +350,36 @@ func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args
 	return c
 }
 
+// DecisionCode is the reason code of a call's decision (docs/http.md): what
+// the client is answered, the metric's reason label and the decision log's
+// reason_code.
+func DecisionCode(d policy.Decision) outcome.Code {
+	switch {
+	case errors.Is(d.Err, policy.ErrArgumentsInvalid):
+		return outcome.ArgumentsInvalid
+	case d.Err != nil:
+		return outcome.EvaluationError
+	case !d.Visible:
+		return outcome.NotVisible
+	case !d.Allowed && len(d.RequiredScopes) > 0:
+		return outcome.InsufficientScope
+	case !d.Allowed:
+		return outcome.PolicyDenied
+	}
+	return outcome.Allowed
+}
+
+// resultOf is the result label of a decision's code.
+func resultOf(c outcome.Code) string {
+	switch c {
+	case outcome.Allowed:
+		return resultAllow
+	case outcome.EvaluationError:
+		return resultError
+	}
+	return resultDeny
+}
+
 // record counts and logs a call's decision, once.
 func (s *Server) record(c *callDecision) {
 	if c.recorded {
@@ -364,16 +387,17 @@ func (s *Server) record(c *callDecision) {
 	}
 	c.recorded = true
 	if c.logged.Err != nil {
-		s.log.Error("policy evaluation failed; call denied", "decision_id", c.ID, "tool", s.metrics.tool(c.tool), "revision", c.Revision, "error", c.logged.Err)
+		s.log.Log(context.Background(), outcome.Of(c.code).Level, "call denied: "+string(c.code),
+			"decision_id", c.ID, "tool", s.metrics.tool(c.tool), "revision", c.Revision, "error", c.logged.Err)
 	}
-	s.metrics.decided.get(policy.ActionCall, s.metrics.tool(c.tool), c.result, c.code).Inc()
+	s.metrics.decided.get(policy.ActionCall, s.metrics.tool(c.tool), c.result, string(c.code)).Inc()
 	reason := c.logged.Reason
 	if c.result == resultAllow {
 		reason = ""
 	}
 	s.decisions.write(entry{
 		ID: c.ID, Principal: c.principal, Action: policy.ActionCall, Tool: c.tool, Arguments: c.args,
-		Result: c.result, Reason: reason, RequiredScopes: c.logged.RequiredScopes,
+		Result: c.result, Code: c.code, Reason: reason, RequiredScopes: c.logged.RequiredScopes,
 		Revision: c.Revision, At: c.at, Eval: c.eval, Err: c.logged.Err,
 	})
 }
@@ -384,10 +408,9 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 	start := time.Now()
 	visible, err := s.policy.Visible(ctx, p)
 	eval := time.Since(start)
-	e := entry{ID: policy.NewID(), Principal: p, Action: policy.ActionList, Result: resultAllow, Revision: s.policy.Revision(), At: start.Add(eval), Eval: eval, Err: err}
-	code := reasonAllowed
+	e := entry{ID: policy.NewID(), Principal: p, Action: policy.ActionList, Result: resultAllow, Code: outcome.Allowed, Revision: s.policy.Revision(), At: start.Add(eval), Eval: eval, Err: err}
 	if err != nil {
-		e.Result, code = resultError, reasonEvaluationError
+		e.Result, e.Code = resultError, outcome.EvaluationError
 		s.log.Error("policy evaluation failed; no tool listed", "decision_id", e.ID, "revision", e.Revision, "error", err)
 	}
 	if s.dryRun {
@@ -397,7 +420,7 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 			}
 		}
 		if len(e.Hidden) > 0 && err == nil {
-			e.Result, code = resultDryRunDeny, reasonNotVisible
+			e.Result, e.Code = resultDryRunDeny, outcome.NotVisible
 		}
 		visible = set(s.catalog)
 	}
@@ -407,7 +430,7 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 			e.Visible = append(e.Visible, name)
 		}
 	}
-	s.metrics.decided.get(policy.ActionList, labelAllTools, e.Result, code).Inc()
+	s.metrics.decided.get(policy.ActionList, labelAllTools, e.Result, string(e.Code)).Inc()
 	s.metrics.evalTime[policy.ActionList].Observe(eval.Seconds())
 	s.decisions.write(e)
 	return visible

@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/toolgate/toolgate/outcome"
 )
 
 // A refused body is drained after its 413, for a bounded time and size, so
@@ -45,7 +47,8 @@ func refuseBody(w http.ResponseWriter, e *tooLarge) {
 	// more than 256 KiB: reading after writing is full duplex to it.
 	_ = rc.EnableFullDuplex()
 	w.Header().Set("Connection", "close")
-	writeJSON(w, http.StatusRequestEntityTooLarge, oauthError{"request_too_large", "request body is over the limit", ""})
+	o := outcome.Of(outcome.RequestTooLarge)
+	answer(w, o, oauthError{o.OAuthError, "request body is over the limit", ""})
 	if e.rest == nil || rc.Flush() != nil {
 		return
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/outcome"
 	"github.com/toolgate/toolgate/policy"
 )
 
@@ -29,16 +30,6 @@ const (
 	resultDeny       = "deny"
 	resultError      = "error"
 	resultDryRunDeny = "dry_run_deny"
-)
-
-// Decision reason codes: the bounded label behind a policy's free-form
-// reason text, which goes to the decision log only.
-const (
-	reasonAllowed           = "allowed"
-	reasonNotVisible        = "not_visible"
-	reasonInsufficientScope = "insufficient_scope"
-	reasonPolicyDenied      = "policy_denied"
-	reasonEvaluationError   = "evaluation_error"
 )
 
 // metrics are toolgate's Prometheus families, on a registry of their own.
@@ -63,6 +54,7 @@ type metrics struct {
 	toolDuration    *prometheus.HistogramVec
 	sessionsActive  prometheus.Gauge
 	decisionLogFail prometheus.Counter
+	refused         *prometheus.CounterVec
 
 	// The children the hot path uses, memoised (children.go); those with
 	// label values known at start, resolved once.
@@ -114,6 +106,10 @@ func newMetrics(tools, issuers []string) *metrics {
 			Name: "toolgate_policy_revision_info",
 			Help: "The policy revision in force (content hash); always 1.",
 		}, []string{"revision"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_requests_refused_total",
+			Help: "Requests the gate refused itself, before MCP, by reason code (docs/http.md).",
+		}, []string{"reason"}),
 		loadedAt: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "toolgate_policy_loaded_timestamp_seconds",
 			Help: "When the policy in force was loaded (Unix time).",
@@ -148,7 +144,7 @@ func newMetrics(tools, issuers []string) *metrics {
 	m.registry.MustRegister(
 		m.decisions, m.evalDuration, m.validations, m.jwksRefreshes, m.jwksKeys,
 		m.reloads, m.revision, m.loadedAt, m.httpRequests, m.httpDuration,
-		m.toolCalls, m.toolDuration, m.sessionsActive, m.decisionLogFail,
+		m.toolCalls, m.toolDuration, m.sessionsActive, m.decisionLogFail, m.refused,
 		&jwksAge{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -172,18 +168,25 @@ func newMetrics(tools, issuers []string) *metrics {
 	return m
 }
 
-// Label values known at start, beside the results and reasons above.
+// decisionOutcome is the result and reason labels of a decision.
+type decisionOutcome struct {
+	result string
+	code   outcome.Code
+}
+
+// Label values known at start, beside the results above.
 var (
 	// callOutcomes are the result and reason of a call decision (decide,
 	// in gate.go); listOutcomes those of a tools/list decision
 	// (visibleTools).
-	callOutcomes = [][2]string{
-		{resultAllow, reasonAllowed},
-		{resultDeny, reasonNotVisible}, {resultDeny, reasonInsufficientScope}, {resultDeny, reasonPolicyDenied},
-		{resultError, reasonEvaluationError},
-		{resultDryRunDeny, reasonNotVisible}, {resultDryRunDeny, reasonInsufficientScope}, {resultDryRunDeny, reasonPolicyDenied},
+	callOutcomes = []decisionOutcome{
+		{resultAllow, outcome.Allowed},
+		{resultDeny, outcome.NotVisible}, {resultDeny, outcome.InsufficientScope}, {resultDeny, outcome.PolicyDenied},
+		{resultDeny, outcome.ArgumentsInvalid}, {resultError, outcome.EvaluationError},
+		{resultDryRunDeny, outcome.NotVisible}, {resultDryRunDeny, outcome.InsufficientScope}, {resultDryRunDeny, outcome.PolicyDenied},
+		{resultDryRunDeny, outcome.ArgumentsInvalid},
 	}
-	listOutcomes = [][2]string{{resultAllow, reasonAllowed}, {resultError, reasonEvaluationError}, {resultDryRunDeny, reasonNotVisible}}
+	listOutcomes = []decisionOutcome{{resultAllow, outcome.Allowed}, {resultError, outcome.EvaluationError}, {resultDryRunDeny, outcome.NotVisible}}
 	// toolOutcomes are the outcomes of a call that reached its handler
 	// (enforceCall).
 	toolOutcomes = []string{"success", "error", "denied"}
@@ -213,11 +216,11 @@ var (
 // issuer 14 series; and 19 more, plus one histogram, for everything else.
 func (m *metrics) startAtZero(tools, issuers []string) {
 	for _, o := range listOutcomes {
-		m.decided.get(policy.ActionList, labelAllTools, o[0], o[1])
+		m.decided.get(policy.ActionList, labelAllTools, o.result, string(o.code))
 	}
 	for _, tool := range tools {
 		for _, o := range callOutcomes {
-			m.decided.get(policy.ActionCall, tool, o[0], o[1])
+			m.decided.get(policy.ActionCall, tool, o.result, string(o.code))
 		}
 		for _, outcome := range toolOutcomes {
 			m.toolCall.get(tool, outcome)
@@ -236,6 +239,9 @@ func (m *metrics) startAtZero(tools, issuers []string) {
 	}
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("failure")
+	for _, code := range outcome.Codes(outcome.Gate) {
+		m.refused.WithLabelValues(string(code))
+	}
 	for _, code := range mcpStatuses {
 		m.requests.get("/mcp", http.MethodPost, statusLabel(code))
 	}

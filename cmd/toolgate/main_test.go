@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/toolgate/toolgate/outcome"
 )
 
 // The development default: `toolgate token` mints what `toolgate serve`
@@ -247,13 +249,13 @@ func TestPolicyExplain(t *testing.T) {
 		if fmt.Sprint(doc["visible_tools"]) != "[add image_generation whoami]" {
 			t.Errorf("visible_tools = %v", doc["visible_tools"])
 		}
-		if d := doc["decision"].(map[string]any); d["allowed"] != true || d["answer"] != "the call runs" {
+		if d := doc["decision"].(map[string]any); d["allowed"] != true || d["reason_code"] != "allowed" || d["answer"] != outcome.Of(outcome.Allowed).Answer {
 			t.Errorf("decision = %v", d)
 		}
 	})
 	t.Run("step-up and denial", func(t *testing.T) {
 		_, doc, _ := explain("--claims", filepath.Join(claims, "c.json"), "--provider", "stytch", "--tool", "image_generation", "--args", `{"prompt": "`+strings.Repeat("x", 1001)+`"}`)
-		if d := doc["decision"].(map[string]any); !strings.HasPrefix(d["answer"].(string), "tool result isError: Permission denied: argument") {
+		if d := doc["decision"].(map[string]any); d["reason_code"] != "policy_denied" || !strings.HasPrefix(d["reason"].(string), "argument") || d["answer"] != outcome.Of(outcome.PolicyDenied).Answer {
 			t.Errorf("decision = %v", d)
 		}
 	})
@@ -265,7 +267,7 @@ func TestPolicyExplain(t *testing.T) {
 		if code != 0 {
 			t.Fatal(text)
 		}
-		if d := doc["decision"].(map[string]any); !strings.Contains(d["answer"].(string), "tool not found") {
+		if d := doc["decision"].(map[string]any); d["reason_code"] != "not_visible" || !strings.Contains(d["answer"].(string), "not found") {
 			t.Errorf("decision = %v", d)
 		}
 		code, _, text = explain("--token", tok[:len(tok)-4]+"AAAA")

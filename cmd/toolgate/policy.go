@@ -14,6 +14,7 @@ import (
 
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/outcome"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/rego"
 	"github.com/toolgate/toolgate/server"
@@ -118,20 +119,11 @@ func policyExplain(ctx context.Context, args []string, stdout, stderr io.Writer)
 	slices.Sort(out.VisibleTools)
 	if *tool != "" {
 		d := engine.Decide(ctx, p, *tool, arguments)
+		code := server.DecisionCode(d)
 		out.Decision = &explainedDecision{Tool: *tool, Arguments: arguments, Visible: d.Visible, Allowed: d.Allowed,
-			Reason: d.Reason, RequiredScopes: orEmpty(d.RequiredScopes)}
-		switch {
-		case d.Err != nil:
+			Code: code, Answer: outcome.Of(code).Answer, Reason: d.Reason, RequiredScopes: orEmpty(d.RequiredScopes)}
+		if d.Err != nil {
 			out.Decision.Error = d.Err.Error()
-			out.Decision.Answer = "denied: the evaluation failed"
-		case d.Allowed:
-			out.Decision.Answer = "the call runs"
-		case !d.Visible:
-			out.Decision.Answer = "JSON-RPC error: tool not found (a hidden tool looks like a missing one)"
-		case len(d.RequiredScopes) > 0:
-			out.Decision.Answer = "HTTP 403 insufficient_scope (step-up)"
-		default:
-			out.Decision.Answer = "tool result isError: Permission denied: " + d.Reason
 		}
 	}
 	enc := json.NewEncoder(stdout)
@@ -159,6 +151,7 @@ type explanation struct {
 type explainedDecision struct {
 	Tool           string         `json:"tool"`
 	Arguments      map[string]any `json:"arguments"`
+	Code           outcome.Code   `json:"reason_code"`
 	Answer         string         `json:"answer"`
 	Visible        bool           `json:"visible"`
 	Allowed        bool           `json:"allowed"`
