@@ -50,7 +50,7 @@ func allowOrigin(w http.ResponseWriter, r *http.Request, origin string) (answere
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", origin)
 	h.Add("Vary", "Origin")
-	if r.Method == http.MethodOptions && header(r, headerCORSMethod) != "" {
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 		h.Set("Access-Control-Allow-Methods", corsMethods)
 		h.Set("Access-Control-Allow-Headers", corsHeaders)
 		h.Set("Access-Control-Max-Age", corsMaxAge)

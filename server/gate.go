@@ -28,7 +28,7 @@ import (
 // (allowOrigin).
 func (s *Server) checkOrigin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		origin := header(r, headerOrigin)
+		origin := r.Header.Get("Origin")
 		if origin != "" && !s.origins[originKey(origin)] {
 			s.writeError(w, errOriginForbidden)
 			return
@@ -49,23 +49,6 @@ func (s *Server) checkOrigin(next http.Handler) http.Handler {
 	})
 }
 
-// The request headers the gate reads, besides mcpserver.HeaderKeySessionID.
-const (
-	headerOrigin        = "Origin"
-	headerAuthorization = "Authorization"
-	headerCORSMethod    = "Access-Control-Request-Method"
-)
-
-// header is r.Header.Get of a key in canonical form (the gate's are, see
-// TestHeaderKeysAreCanonical): the map read, without canonicalising the key
-// again on every request.
-func header(r *http.Request, canonicalKey string) string {
-	if v := r.Header[canonicalKey]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}
-
 // serveMCP is the gate in front of mcp-go's Streamable HTTP transport. It
 // authenticates the request (RFC 6750 §2.1: the bearer token in the
 // Authorization header only); refuses a session id that is unknown or
@@ -83,7 +66,7 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	owner, limit := s.owner(p, r)
-	session := header(r, mcpserver.HeaderKeySessionID)
+	session := r.Header.Get(mcpserver.HeaderKeySessionID)
 	if session != "" && !s.sessions.owns(session, owner) {
 		s.writeError(w, errSessionUnknown)
 		return
@@ -123,7 +106,7 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		modern := mcp.IsModernProtocol(header(r, mcp.HeaderProtocolVersion))
+		modern := mcp.IsModernProtocol(r.Header.Get(mcp.HeaderProtocolVersion))
 		switch rpc.Method {
 		case string(mcp.MethodInitialize): // opens a session, whatever id came with it
 			if !s.sessions.mayOpen(owner, limit) {
@@ -231,7 +214,7 @@ func (s *Server) principal(r *http.Request) (*idp.Principal, error) {
 	if r.URL.RawQuery != "" && r.URL.Query().Has("access_token") {
 		return nil, &idp.Error{Reason: idp.ReasonInQuery}
 	}
-	h := header(r, headerAuthorization)
+	h := r.Header.Get("Authorization")
 	if h == "" {
 		if s.cfg.Anonymous {
 			return idp.Anonymous(), nil
@@ -390,7 +373,7 @@ func (s *Server) record(c *callDecision) {
 		s.log.Log(context.Background(), outcome.Of(c.code).Level, "call denied: "+string(c.code),
 			"decision_id", c.ID, "tool", s.metrics.tool(c.tool), "revision", c.Revision, "error", c.logged.Err)
 	}
-	s.metrics.decided.get(policy.ActionCall, s.metrics.tool(c.tool), c.result, string(c.code)).Inc()
+	s.metrics.decisions.WithLabelValues(policy.ActionCall, s.metrics.tool(c.tool), c.result, string(c.code)).Inc()
 	reason := c.logged.Reason
 	if c.result == resultAllow {
 		reason = ""
@@ -430,7 +413,7 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 			e.Visible = append(e.Visible, name)
 		}
 	}
-	s.metrics.decided.get(policy.ActionList, labelAllTools, e.Result, string(e.Code)).Inc()
+	s.metrics.decisions.WithLabelValues(policy.ActionList, labelAllTools, e.Result, string(e.Code)).Inc()
 	s.metrics.evalTime[policy.ActionList].Observe(eval.Seconds())
 	s.decisions.write(e)
 	return visible
@@ -507,7 +490,7 @@ func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandl
 		tool := s.metrics.tool(req.Params.Name)
 		d := s.decisionFor(ctx, p, req.Params.Name, req.GetArguments())
 		if !d.Allowed {
-			s.metrics.toolCall.get(tool, "denied").Inc()
+			s.metrics.toolCalls.WithLabelValues(tool, "denied").Inc()
 			res := mcp.NewToolResultError("Permission denied: " + d.Reason)
 			res.Meta = mcp.NewMetaFromMap(map[string]any{"decision_id": d.ID})
 			return res, nil
@@ -518,8 +501,8 @@ func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandl
 		if err != nil || res == nil || res.IsError {
 			outcome = "error"
 		}
-		s.metrics.toolCall.get(tool, outcome).Inc()
-		s.metrics.toolTime.get(tool).Observe(time.Since(start).Seconds())
+		s.metrics.toolCalls.WithLabelValues(tool, outcome).Inc()
+		s.metrics.toolDuration.WithLabelValues(tool).Observe(time.Since(start).Seconds())
 		return res, err
 	}
 }

@@ -56,16 +56,9 @@ type metrics struct {
 	decisionLogFail prometheus.Counter
 	refused         *prometheus.CounterVec
 
-	// The children the hot path uses, memoised (children.go); those with
-	// label values known at start, resolved once.
-	decided     *children[prometheus.Counter]
-	evalTime    map[string]prometheus.Observer // by action
-	validated   *children[prometheus.Counter]
-	validToken  map[string]prometheus.Counter // by configured issuer
-	requests    *children[prometheus.Counter]
-	requestTime *children[prometheus.Observer]
-	toolCall    *children[prometheus.Counter]
-	toolTime    *children[prometheus.Observer]
+	// The children of label values known at start, resolved once.
+	evalTime   map[string]prometheus.Observer // by action
+	validToken map[string]prometheus.Counter  // by configured issuer
 
 	mu          sync.Mutex
 	lastRefresh map[string]time.Time // issuer -> last good JWKS fetch
@@ -149,20 +142,14 @@ func newMetrics(tools, issuers []string) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	m.decided = newChildren(m.decisions.WithLabelValues)
 	m.evalTime = map[string]prometheus.Observer{}
 	for _, action := range []string{policy.ActionList, policy.ActionCall} {
 		m.evalTime[action] = m.evalDuration.WithLabelValues(action)
 	}
-	m.validated = newChildren(m.validations.WithLabelValues)
 	m.validToken = map[string]prometheus.Counter{}
-	m.requests = newChildren(m.httpRequests.WithLabelValues)
-	m.requestTime = newChildren(m.httpDuration.WithLabelValues)
-	m.toolCall = newChildren(m.toolCalls.WithLabelValues)
-	m.toolTime = newChildren(m.toolDuration.WithLabelValues)
 	for _, is := range issuers {
 		m.jwksKeys.WithLabelValues(is)
-		m.validToken[is] = m.validated.get(is, "valid", "ok")
+		m.validToken[is] = m.validations.WithLabelValues(is, "valid", "ok")
 	}
 	m.startAtZero(tools, issuers)
 	return m
@@ -216,26 +203,26 @@ var (
 // issuer 14 series; and 19 more, plus one histogram, for everything else.
 func (m *metrics) startAtZero(tools, issuers []string) {
 	for _, o := range listOutcomes {
-		m.decided.get(policy.ActionList, labelAllTools, o.result, string(o.code))
+		m.decisions.WithLabelValues(policy.ActionList, labelAllTools, o.result, string(o.code))
 	}
 	for _, tool := range tools {
 		for _, o := range callOutcomes {
-			m.decided.get(policy.ActionCall, tool, o.result, string(o.code))
+			m.decisions.WithLabelValues(policy.ActionCall, tool, o.result, string(o.code))
 		}
 		for _, outcome := range toolOutcomes {
-			m.toolCall.get(tool, outcome)
+			m.toolCalls.WithLabelValues(tool, outcome)
 		}
-		m.toolTime.get(tool)
+		m.toolDuration.WithLabelValues(tool)
 	}
 	for _, is := range issuers {
 		for _, r := range issuerReasons {
-			m.validated.get(is, "invalid", string(r))
+			m.validations.WithLabelValues(is, "invalid", string(r))
 		}
 		m.jwksRefreshes.WithLabelValues(is, "success")
 		m.jwksRefreshes.WithLabelValues(is, "failure")
 	}
 	for _, r := range noIssuerReasons {
-		m.validated.get(labelUnknown, "invalid", string(r))
+		m.validations.WithLabelValues(labelUnknown, "invalid", string(r))
 	}
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("failure")
@@ -243,9 +230,9 @@ func (m *metrics) startAtZero(tools, issuers []string) {
 		m.refused.WithLabelValues(string(code))
 	}
 	for _, code := range mcpStatuses {
-		m.requests.get("/mcp", http.MethodPost, statusLabel(code))
+		m.httpRequests.WithLabelValues("/mcp", http.MethodPost, statusLabel(code))
 	}
-	m.requestTime.get("/mcp", http.MethodPost)
+	m.httpDuration.WithLabelValues("/mcp", http.MethodPost)
 }
 
 func set(list []string) map[string]bool {
@@ -278,10 +265,10 @@ func (m *metrics) tokenValidated(issuer string, reason idp.Reason) {
 			c.Inc()
 			return
 		}
-		m.validated.get(labelUnknown, "valid", "ok").Inc()
+		m.validations.WithLabelValues(labelUnknown, "valid", "ok").Inc()
 		return
 	}
-	m.validated.get(m.issuer(issuer), "invalid", string(reason)).Inc()
+	m.validations.WithLabelValues(m.issuer(issuer), "invalid", string(reason)).Inc()
 }
 
 func (m *metrics) jwksRefreshed(issuer string, err error, keys int) {
@@ -352,11 +339,6 @@ func (m *metrics) instrument(next http.Handler) http.Handler {
 	})
 }
 
-// instrumentRoute is instrument for a handler that serves one route.
-func (m *metrics) instrumentRoute(route string, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { m.observe(route, next, w, r) })
-}
-
 func (m *metrics) observe(route string, next http.Handler, w http.ResponseWriter, r *http.Request) {
 	method := r.Method
 	if !slices.Contains(httpMethods, method) {
@@ -365,8 +347,8 @@ func (m *metrics) observe(route string, next http.Handler, w http.ResponseWriter
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 	next.ServeHTTP(rec, r)
-	m.requests.get(route, method, statusLabel(rec.code)).Inc()
-	m.requestTime.get(route, method).Observe(time.Since(start).Seconds())
+	m.httpRequests.WithLabelValues(route, method, statusLabel(rec.code)).Inc()
+	m.httpDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 }
 
 // statusLabels are the code label values of the valid HTTP status codes,

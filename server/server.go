@@ -198,29 +198,9 @@ func New(o Options) (*Server, error) {
 	r.HandleFunc("/.well-known/oauth-protected-resource/mcp", s.serveMetadata).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
 	r.HandleFunc("/healthz", s.serveHealth).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", s.serveReady).Methods(http.MethodGet, http.MethodHead)
-	s.handler = endpoint{
-		path: "/mcp",
-		h:    s.metrics.instrumentRoute("/mcp", s.checkOrigin(http.HandlerFunc(s.serveMCP))),
-		rest: r,
-	}
+	r.Handle("/mcp", s.checkOrigin(http.HandlerFunc(s.serveMCP)))
+	s.handler = r
 	return s, nil
-}
-
-// endpoint serves the MCP endpoint, which every call hits, before the
-// router: gorilla/mux copies each request twice to carry route variables,
-// and the endpoint has none.
-type endpoint struct {
-	path string
-	h    http.Handler
-	rest http.Handler
-}
-
-func (e endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == e.path {
-		e.h.ServeHTTP(w, r)
-		return
-	}
-	e.rest.ServeHTTP(w, r)
 }
 
 // Catalog is what the policy sees of the tools.
