@@ -1,6 +1,6 @@
 // Package config reads toolgate's YAML configuration: defaults first, then the
-// file, then validation that reports every problem at once (CONTRACT.md,
-// "Configuration file").
+// file, then validation that reports every problem at once
+// (docs/configuration.md, "How the file is read").
 package config
 
 import (
@@ -97,8 +97,8 @@ type Metrics struct {
 	Listen string `yaml:"listen"`
 }
 
-// Tokens tunes token validation and the JWKS cache. Not in CONTRACT.md's
-// example; documented in the README.
+// Tokens tunes token validation and the JWKS cache (docs/providers.md,
+// "How a token is validated").
 type Tokens struct {
 	// Leeway is the clock skew allowed on exp, nbf and iat.
 	Leeway time.Duration `yaml:"leeway"`

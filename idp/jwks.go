@@ -20,8 +20,8 @@ import (
 const MaxJWKSBytes = 1 << 20
 
 // CheckFetchURL refuses a URL that toolgate would fetch or publish unless it
-// is absolute https, or http on a loopback host (CONTRACT.md, "Configuration
-// file").
+// is absolute https, or http on a loopback host (docs/configuration.md,
+// "URLs toolgate fetches or publishes").
 func CheckFetchURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {

@@ -954,8 +954,9 @@ func TestReadBounded(t *testing.T) {
 
 // TestDiscoveryNeverFetchesPlainHTTPThroughRedirects: a discovery document
 // that redirects to http:// on a non-loopback host must not be fetched
-// (CONTRACT.md: http:// URLs that toolgate fetches, discovery included, are
-// refused unless their host is loopback).
+// (docs/configuration.md, "URLs toolgate fetches or publishes": http:// URLs
+// that toolgate fetches, discovery included, are refused unless their host is
+// loopback).
 func TestDiscoveryNeverFetchesPlainHTTPThroughRedirects(t *testing.T) {
 	t.Parallel()
 	const target = "http://discovery.example.com/.well-known/openid-configuration"

@@ -23,8 +23,8 @@ func Normalise(provider, issuer string, claims map[string]any) *Principal {
 	return normalise(provider, issuer, jwt.MapClaims(claims))
 }
 
-// normalise maps a validated token's claims to the principal of CONTRACT.md
-// ("Identity handed to policies"). Every provider gets the generic claims
+// normalise maps a validated token's claims to the principal
+// (docs/policy-contract.md, "The principal"). Every provider gets the generic claims
 // (scope/scp, permissions, role/roles, org_id, client_id/azp); Stytch adds
 // its namespaced organisation and session roles.
 func normalise(provider, issuer string, c jwt.MapClaims) *Principal {

@@ -30,8 +30,8 @@ func checkPrincipal(t *testing.T, p *Principal, want wantPrincipal) {
 }
 
 // checkNeverNull: the JSON policies see has every field, lists as [] and
-// strings as "", never null or absent (CONTRACT.md, "Missing fields are
-// empty strings or empty arrays, never absent").
+// strings as "", never null or absent (docs/policy-contract.md, "The
+// principal").
 func checkNeverNull(t *testing.T, p *Principal) {
 	t.Helper()
 	b, err := json.Marshal(p)

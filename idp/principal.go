@@ -12,8 +12,8 @@ import (
 
 // Principal is the caller's identity as handed to policies (input.principal).
 // Missing fields are empty strings or empty slices, never nil, so that a
-// policy sees the same shape for every provider (CONTRACT.md, "Identity
-// handed to policies").
+// policy sees the same shape for every provider (docs/policy-contract.md,
+// "The principal").
 type Principal struct {
 	Sub         string         `json:"sub"`
 	Iss         string         `json:"iss"`

@@ -22,7 +22,7 @@ import (
 )
 
 // MaxTokenBytes is the largest token looked at; real access tokens are a
-// few KiB (CONTRACT.md, "HTTP surface").
+// few KiB (docs/http.md, "Token refusals").
 const MaxTokenBytes = 16 << 10
 
 // Algorithms are the only signing algorithms accepted: asymmetric ones.
@@ -44,7 +44,7 @@ type Issuer struct {
 }
 
 // Options tune the verifier. The zero value of each field takes the default
-// of CONTRACT.md.
+// of the configuration (docs/configuration.md, "The configuration file").
 type Options struct {
 	Leeway             time.Duration // on exp, nbf and iat; default 30s, negative for none
 	UnknownKIDInterval time.Duration // at most one refresh per issuer per interval on an unknown kid; default 10s

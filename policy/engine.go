@@ -310,7 +310,7 @@ func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool
 
 // Decide evaluates visibility, allow, reason and required_scopes for a call
 // of the named tool in one evaluation. A call is allowed only when the tool
-// is visible and allow is true (CONTRACT.md, "Policy contract").
+// is visible and allow is true (docs/policy-contract.md, "Rules the gate reads").
 func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args map[string]any) Decision {
 	if args == nil {
 		args = map[string]any{}

@@ -11,7 +11,7 @@ import (
 )
 
 // Every class of bad token gets 401, the challenge that points at the
-// metadata, and its own reason code (CONTRACT.md, "HTTP surface").
+// metadata, and its own reason code (docs/http.md, "Token refusals").
 func TestBadTokensGet401WithTheirReason(t *testing.T) {
 	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
 	other := idptest.NewTenant(t, idptest.ProviderAuth0)

@@ -52,7 +52,7 @@ func (s *Server) checkOrigin(next http.Handler) http.Handler {
 // serveMCP is the gate in front of mcp-go's Streamable HTTP transport. It
 // authenticates the request (RFC 6750 §2.1: the bearer token in the
 // Authorization header only); refuses a session id that is unknown or
-// another principal's (CONTRACT.md, "Sessions"); bounds the body (size and
+// another principal's (docs/http.md, "Sessions"); bounds the body (size and
 // JSON nesting) and the sessions of one principal; and decides a tools/call
 // before MCP runs it, so that a step-up can be the HTTP 403 the MCP
 // authorization spec asks for ("Scope challenge handling"). mcp-go then gets
@@ -480,7 +480,7 @@ func (s *Server) filterTools(ctx context.Context, tools []mcp.Tool) []mcp.Tool {
 
 // enforceCall wraps every tool handler: the call runs only when the policy
 // allows it; any other denial is a tool result with isError and the text
-// "Permission denied: <reason>" (CONTRACT.md, "Policy contract").
+// "Permission denied: <reason>" (docs/policy-contract.md, "How a decision reaches the client").
 func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		p, ok := idp.PrincipalFrom(ctx)

@@ -24,7 +24,7 @@ const (
 	labelUnmatched = "unmatched" // the route label of a request no route matched
 )
 
-// Results of a policy decision (CONTRACT.md, "Metrics").
+// Results of a policy decision (docs/observability.md, "Metrics").
 const (
 	resultAllow      = "allow"
 	resultDeny       = "deny"

@@ -321,7 +321,7 @@ func (s *Server) serveHealth(w http.ResponseWriter, _ *http.Request) {
 
 // serveReady is 200 once a policy is loaded and every issuer's keys were
 // fetched once; a failed reload is named in the body but keeps it ready,
-// since the last good policy serves (CONTRACT.md, "Policy reload").
+// since the last good policy serves (docs/http.md, "Health and readiness").
 func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	body := map[string]any{
 		"policy_revision": s.policy.Revision(),

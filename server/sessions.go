@@ -9,7 +9,7 @@ import (
 )
 
 // sessions binds every Mcp-Session-Id to the owner that created it: the
-// principal (iss + sub, CONTRACT.md, "Sessions"), or for a token-less
+// principal (iss + sub, docs/http.md, "Sessions"), or for a token-less
 // client its address (Server.owner). It counts the sessions and open
 // streams each owner holds. It is mcp-go's SessionIdManager, which
 // mints ids without knowing for whom: the gate binds an id when the

@@ -131,7 +131,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- st
 }
 
 // devDefault is the configuration of `toolgate serve` without --config
-// (CONTRACT.md, "Binary and commands"): loopback only, the development
+// (docs/configuration.md, "The development default"): loopback only, the development
 // issuer, and rego/ when run from the repository.
 func devDefault(o *server.Options, listen string) error {
 	cfg := config.Default()
