@@ -212,20 +212,27 @@ func (s *Server) principal(r *http.Request) (*idp.Principal, error) {
 	// A token in the query string leaks into logs and histories: refuse it
 	// even beside a good header (MCP authorization, "Token Requirements").
 	if r.URL.RawQuery != "" && r.URL.Query().Has("access_token") {
-		return nil, &idp.Error{Reason: idp.ReasonInQuery}
+		return nil, s.refuseToken(idp.ReasonInQuery)
 	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		if s.cfg.Anonymous {
 			return idp.Anonymous(), nil
 		}
-		return nil, &idp.Error{Reason: idp.ReasonMissing}
+		return nil, s.refuseToken(idp.ReasonMissing)
 	}
 	scheme, token, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return nil, &idp.Error{Reason: idp.ReasonNotBearer}
+		return nil, s.refuseToken(idp.ReasonNotBearer)
 	}
 	return s.verifier.Verify(r.Context(), strings.TrimSpace(token))
+}
+
+// refuseToken is a request refused before any token reached the verifier,
+// counted as the verifier counts its refusals (issuer unknown).
+func (s *Server) refuseToken(reason idp.Reason) error {
+	s.metrics.tokenValidated("", reason)
+	return &idp.Error{Reason: reason}
 }
 
 // rpcRequest is the part of a JSON-RPC request the gate reads.

@@ -185,7 +185,8 @@ var (
 		idp.ReasonExpired, idp.ReasonExpMissing, idp.ReasonNotYetValid, idp.ReasonIssuedInFuture,
 		idp.ReasonAudienceMissing, idp.ReasonAudienceMismatch, idp.ReasonSubjectMissing, idp.ReasonClaimsInvalid,
 	}
-	noIssuerReasons = []idp.Reason{idp.ReasonTooLarge, idp.ReasonMalformed, idp.ReasonAlgNotAllowed, idp.ReasonIssuerUnknown}
+	noIssuerReasons = []idp.Reason{idp.ReasonMissing, idp.ReasonNotBearer, idp.ReasonInQuery,
+		idp.ReasonTooLarge, idp.ReasonMalformed, idp.ReasonAlgNotAllowed, idp.ReasonIssuerUnknown}
 	// mcpStatuses are the codes a POST to /mcp is answered with: success,
 	// an accepted notification, and the gate's refusals (errors.go).
 	mcpStatuses = []int{200, 202, 400, 401, 403, 404, 413, 429, 500, 503}
