@@ -9,8 +9,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp/idptest"
+	"github.com/toolgate/toolgate/server"
 )
 
 // The answer a principal must get, under one policy.
@@ -35,7 +38,10 @@ func TestStressNoLeakAcrossPrincipals(t *testing.T) {
 		tenants[p] = idptest.NewTenant(t, p)
 		list = append(list, tenants[p])
 	}
-	g := startGate(t, list)
+	// Its subject is who gets which answer, not speed: a machine loaded by
+	// 64 clients under the race detector must not turn the bound on one
+	// evaluation (a denial, fail closed) into a mismatch.
+	g := startGate(t, list, func(c *config.Config, _ *server.Options) { c.Policy.EvalTimeout = time.Minute })
 	aud := []string{g.Config.ResourceURL()}
 
 	type principal struct {
