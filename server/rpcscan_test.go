@@ -3,7 +3,10 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
+
+	"github.com/mark3labs/mcp-go/mcp"
 )
 
 var scanSeeds = []string{
@@ -27,7 +30,9 @@ var scanSeeds = []string{
 }
 
 // When the scanner answers JSON, it answers what encoding/json would, and
-// the depth jsonDepth would.
+// the depth jsonDepth would; and what mcp-go reads of the same body (the
+// method as its transport does, a call's name and arguments as its tool
+// handler does), it reads as the gate did.
 func checkScan(t *testing.T, body []byte) {
 	got, depth, ok := scanRequest(body)
 	if !ok {
@@ -45,6 +50,28 @@ func checkScan(t *testing.T, body []byte) {
 		!bytes.Equal(bytes.TrimSpace(got.Params.Arguments), bytes.TrimSpace(want.Params.Arguments)) {
 		t.Errorf("%q:\nscan %q %q %q\njson %q %q %q", body, got.Method, got.Params.Name, got.Params.Arguments,
 			want.Method, want.Params.Name, want.Params.Arguments)
+	}
+	var msg struct {
+		Method mcp.MCPMethod `json:"method"`
+	}
+	if json.Unmarshal(body, &msg) == nil && string(msg.Method) != got.Method {
+		t.Errorf("%q: mcp-go reads method %q, the gate %q", body, msg.Method, got.Method)
+	}
+	var call mcp.CallToolRequest
+	if got.Method != string(mcp.MethodToolsCall) || json.Unmarshal(body, &call) != nil {
+		return
+	}
+	var args any
+	if len(bytes.TrimSpace(got.Params.Arguments)) > 0 {
+		_ = json.Unmarshal(got.Params.Arguments, &args)
+	}
+	// mcp-go decodes each "params" afresh (a repeated or null params resets
+	// the name), encoding/json merges them: the names may differ, and then
+	// the gate's decision is not used (decisionFor and filterTools match it
+	// by name, and decide again). A decision that is used must have been
+	// made on the arguments the tool gets.
+	if call.Params.Name == got.Params.Name && !reflect.DeepEqual(args, call.Params.Arguments) {
+		t.Errorf("%q: mcp-go calls %q with %v, the gate decided it with %v", body, call.Params.Name, call.Params.Arguments, args)
 	}
 }
 
