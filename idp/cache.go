@@ -3,7 +3,6 @@ package idp
 import (
 	"context"
 	"crypto/sha256"
-	"sync/atomic"
 	"time"
 )
 
@@ -24,61 +23,12 @@ func (v *Verifier) fresh(c verified) bool {
 	return v.opts.Now().Before(c.until) && c.generation == c.issuer.generation.Load()
 }
 
-// A Memo remembers the last token verified on one client connection. A
-// keep-alive client sends the same token with every request; the memo
-// recognises it by comparing it with the one it holds, in constant time,
-// which costs less than hashing it to look it up in the cache. The memo
-// holds that one token for the connection's life and honours the same
-// expiry and key rules as the cache. Safe for concurrent use.
-type Memo struct{ last atomic.Pointer[memoized] }
-
-type memoized struct {
-	raw string
-	verified
-}
-
-type memoKey struct{}
-
-// WithMemo returns a context that carries a new Memo, for the requests of
-// one connection (http.Server.ConnContext).
-func WithMemo(ctx context.Context) context.Context {
-	return context.WithValue(ctx, memoKey{}, &Memo{})
-}
-
-func (m *Memo) remember(raw string, c verified) {
-	if m != nil {
-		m.last.Store(&memoized{raw: raw, verified: c})
-	}
-}
-
-// is compares raw with the remembered token in constant time (only the
-// lengths may differ in time).
-func (m *memoized) is(raw string) bool {
-	return len(raw) == len(m.raw) && equalConstantTime(raw, m.raw)
-}
-
-// equalConstantTime reports whether a and b, of the same length, are equal,
-// in a time that depends on their length only: crypto/subtle's
-// ConstantTimeCompare, eight bytes a step and without copying strings to
-// byte slices.
-func equalConstantTime(a, b string) bool {
-	var diff uint64
-	i := 0
-	for ; i+8 <= len(a); i += 8 {
-		diff |= le64(a[i:i+8]) ^ le64(b[i:i+8])
-	}
-	for ; i < len(a); i++ {
-		diff |= uint64(a[i] ^ b[i])
-	}
-	return diff == 0
-}
-
-// le64 reads eight bytes of s (one load, once compiled).
-func le64(s string) uint64 {
-	_ = s[7]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
-}
+// WithMemo returns ctx unchanged. It once gave each connection a memo of
+// its last token, which saved less than a microsecond of a cache hit.
+//
+// Deprecated: Verify's cache remembers verified tokens; nothing is needed
+// per connection.
+func WithMemo(ctx context.Context) context.Context { return ctx }
 
 // tokenKey names a token in the cache: its SHA-256, so that the cache holds
 // no token. Usual tokens are hashed from a copy on the stack, without

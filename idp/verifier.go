@@ -148,30 +148,15 @@ func NewVerifier(issuers []Issuer, opts Options) (*Verifier, error) {
 
 // Verify validates a raw access token (RFC 6750 §2.1 bearer, RFC 9068
 // profile) and returns its principal. A refused token is an *Error whose
-// Reason says why. A verification is remembered (unless the cache is off)
-// for as long as the token stays valid: in the cache, and in the Memo that
-// ctx carries, if any.
+// Reason says why. A verification is remembered in the cache (unless it is
+// off) for as long as the token stays valid.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 	cacheable := v.cache != nil && len(raw) <= MaxTokenBytes
-	memo, _ := ctx.Value(memoKey{}).(*Memo)
-	if !cacheable {
-		memo = nil
-	}
-	if memo != nil {
-		if m := memo.last.Load(); m != nil && m.is(raw) {
-			if v.fresh(m.verified) {
-				v.opts.OnValidation(m.p.Issuer, "")
-				return m.p, nil
-			}
-			memo.last.CompareAndSwap(m, nil)
-		}
-	}
 	var key [sha256.Size]byte
 	if cacheable {
 		key = tokenKey(raw)
 		if c, ok := v.cache.Get(key); ok {
 			if v.fresh(c) {
-				memo.remember(raw, c)
 				v.opts.OnValidation(c.p.Issuer, "")
 				return c.p, nil
 			}
@@ -188,9 +173,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 		return nil, e
 	}
 	if cacheable {
-		c := verified{p: p, until: until, issuer: st, generation: gen}
-		v.cache.Add(key, c)
-		memo.remember(raw, c)
+		v.cache.Add(key, verified{p: p, until: until, issuer: st, generation: gen})
 	}
 	v.opts.OnValidation(p.Issuer, "")
 	return p, nil
