@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"slices"
 
 	"github.com/google/uuid"
@@ -18,18 +17,13 @@ import (
 	"github.com/toolgate/toolgate/idp"
 )
 
-// NewID returns a new decision id: a random UUID (RFC 9562 §5.4). An id
-// names a decision in the log and in the answer to the client; it is no
-// secret, so its bits come from math/rand/v2 (ChaCha8, seeded by the OS,
-// per thread) rather than a read from the kernel on every decision.
-func NewID() string {
-	var u uuid.UUID
-	binary.LittleEndian.PutUint64(u[:8], rand.Uint64())
-	binary.LittleEndian.PutUint64(u[8:], rand.Uint64())
-	u[6] = u[6]&0x0f | 0x40 // version 4
-	u[8] = u[8]&0x3f | 0x80 // variant 10
-	return u.String()
-}
+// NewID returns a new decision id: a random UUID (RFC 9562 §5.4).
+func NewID() string { return uuid.NewString() }
+
+// An id is made for every decision, cached ones too: the pool reads
+// crypto/rand in batches instead of once an id. The pool serves every random
+// UUID of the process, and must be enabled before any is made, hence init.
+func init() { uuid.EnableRandPool() }
 
 // Decision is the answer to one tools/call. One without Err had arguments
 // that were empty, null or a JSON object: DecideRaw decodes them before it
