@@ -55,6 +55,38 @@ func fingerprint(p *Principal) string {
 	return string(sum[:])
 }
 
+// Input is the principal as handed to policies (input.principal): the
+// fields of its JSON encoding, with a nil list or claims given as empty ones,
+// so that a principal built by hand has the shape of one the verifier made.
+// The policy input's schema (policy/input.schema.json) declares the same
+// fields.
+func (p *Principal) Input() map[string]any {
+	claims := p.Claims
+	if claims == nil {
+		claims = map[string]any{}
+	}
+	return map[string]any{
+		"sub":         p.Sub,
+		"iss":         p.Iss,
+		"client_id":   p.ClientID,
+		"provider":    p.Provider,
+		"org_id":      p.OrgID,
+		"scopes":      nonNil(p.Scopes),
+		"permissions": nonNil(p.Permissions),
+		"roles":       nonNil(p.Roles),
+		"claims":      claims,
+	}
+}
+
+// nonNil is s, or an empty list for nil: JSON and policies get [] rather
+// than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
 // ProviderAnonymous is the provider of the principal that serves token-less
 // requests when anonymous access is on.
 const ProviderAnonymous = "anonymous"

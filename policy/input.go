@@ -71,7 +71,7 @@ func newCatalogInput(catalog []Tool) (catalogInput, error) {
 // input builds the policy input as an AST value: the catalog is parsed once
 // at start, the rest per evaluation.
 func (c catalogInput) input(p *idp.Principal, action, tool string, args []byte) (ast.Value, error) {
-	principal, err := ast.InterfaceToValue(principalInput(p))
+	principal, err := ast.InterfaceToValue(p.Input())
 	if err != nil {
 		return nil, err
 	}
@@ -107,29 +107,4 @@ func (c catalogInput) input(p *idp.Principal, action, tool string, args []byte) 
 		)
 	}
 	return ast.NewObject(items...), nil
-}
-
-func principalInput(p *idp.Principal) map[string]any {
-	claims := p.Claims
-	if claims == nil {
-		claims = map[string]any{}
-	}
-	return map[string]any{
-		"sub":         p.Sub,
-		"iss":         p.Iss,
-		"client_id":   p.ClientID,
-		"provider":    p.Provider,
-		"org_id":      p.OrgID,
-		"scopes":      orEmpty(p.Scopes),
-		"permissions": orEmpty(p.Permissions),
-		"roles":       orEmpty(p.Roles),
-		"claims":      claims,
-	}
-}
-
-func orEmpty(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }
