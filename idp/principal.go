@@ -1,6 +1,3 @@
-// Package idp turns a raw OAuth access token into a Principal: it validates the
-// token against its issuer's JWKS and normalises the claims of the provider
-// presets (auth0, workos, stytch, oidc) into one shape for the policies.
 package idp
 
 import (

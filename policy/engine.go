@@ -1,6 +1,3 @@
-// Package policy asks the operator's Rego policies (package mcp.authz, run by
-// embedded OPA) which tools a principal may see and call. A decision is a
-// value with a reason, never a bare bool; any evaluation error denies.
 package policy
 
 import (
