@@ -54,19 +54,3 @@ func BenchmarkVerifyRepeat(b *testing.B) {
 		}
 	}
 }
-
-// Repeat on one keep-alive connection, as the server verifies: the
-// connection's context comes from idp.WithMemo.
-func BenchmarkVerifyRepeatOnConnection(b *testing.B) {
-	v, tok := benchVerifier(b, 0)
-	ctx := idp.WithMemo(context.Background())
-	if _, err := v.Verify(ctx, tok); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := v.Verify(ctx, tok); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
