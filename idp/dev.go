@@ -151,10 +151,3 @@ func (d *DevIssuer) Mint(c DevClaims) (string, error) {
 	t.Header["typ"] = "at+jwt"
 	return t.SignedString(d.key)
 }
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}

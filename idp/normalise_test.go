@@ -306,3 +306,38 @@ func TestPrincipalFingerprint(t *testing.T) {
 		t.Error("anonymous fingerprint")
 	}
 }
+
+// TestPrincipalInput: the principal a policy sees is its JSON encoding (the
+// fields docs/policy-contract.md names), with every list and the claims present even
+// when a hand-built principal left them nil.
+func TestPrincipalInput(t *testing.T) {
+	t.Parallel()
+	full := normalise("stytch", "label", jwt.MapClaims{"sub": "u1", "iss": "https://a.example/", "azp": "c1", "scope": "a b",
+		"permissions": []any{"p"}, "roles": []any{"r"}, "org_id": "o1", "custom": map[string]any{"x": 1.0}})
+	for _, tc := range []struct {
+		name string
+		p    *Principal
+		want string // the JSON encoding of Input
+	}{
+		{"made by the verifier: its JSON encoding", full, ""},
+		{"built by hand with nil lists and claims", &Principal{Sub: "u2"},
+			`{"claims":{},"client_id":"","iss":"","org_id":"","permissions":[],"provider":"","roles":[],"scopes":[],"sub":"u2"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := tc.want
+			if want == "" {
+				asMap := map[string]any{} // map keys encode sorted
+				b, _ := json.Marshal(tc.p)
+				if err := json.Unmarshal(b, &asMap); err != nil {
+					t.Fatal(err)
+				}
+				b, _ = json.Marshal(asMap)
+				want = string(b)
+			}
+			got, err := json.Marshal(tc.p.Input())
+			if err != nil || string(got) != want {
+				t.Errorf("Input() encodes as\n%s (%v), want\n%s", got, err, want)
+			}
+		})
+	}
+}

@@ -1,6 +1,3 @@
-// Package idp turns a raw OAuth access token into a Principal: it validates the
-// token against its issuer's JWKS and normalises the claims of the provider
-// presets (auth0, workos, stytch, oidc) into one shape for the policies.
 package idp
 
 import (
@@ -53,6 +50,38 @@ func fingerprint(p *Principal) string {
 	}
 	sum := sha256.Sum256(b)
 	return string(sum[:])
+}
+
+// Input is the principal as handed to policies (input.principal): the
+// fields of its JSON encoding, with a nil list or claims given as empty ones,
+// so that a principal built by hand has the shape of one the verifier made.
+// The policy input's schema (policy/input.schema.json) declares the same
+// fields.
+func (p *Principal) Input() map[string]any {
+	claims := p.Claims
+	if claims == nil {
+		claims = map[string]any{}
+	}
+	return map[string]any{
+		"sub":         p.Sub,
+		"iss":         p.Iss,
+		"client_id":   p.ClientID,
+		"provider":    p.Provider,
+		"org_id":      p.OrgID,
+		"scopes":      nonNil(p.Scopes),
+		"permissions": nonNil(p.Permissions),
+		"roles":       nonNil(p.Roles),
+		"claims":      claims,
+	}
+}
+
+// nonNil is s, or an empty list for nil: JSON and policies get [] rather
+// than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // ProviderAnonymous is the provider of the principal that serves token-less

@@ -1,6 +1,11 @@
 package idp
 
-import "errors"
+import (
+	"errors"
+	"slices"
+
+	"github.com/golang-jwt/jwt/v5"
+)
 
 // Reason is a stable snake_case code for why a token was refused. The same
 // code is the 401 body's reason, the log field and the metric label.
@@ -60,4 +65,33 @@ func ReasonOf(err error) Reason {
 
 func refuse(r Reason, issuer string, err error) *Error {
 	return &Error{Reason: r, Issuer: issuer, Err: err}
+}
+
+// classify maps golang-jwt's errors to reason codes.
+func classify(tok *jwt.Token, err error, issuer string) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	if tok != nil && tok.Header != nil {
+		if alg, _ := tok.Header["alg"].(string); !slices.Contains(Algorithms, alg) {
+			return refuse(ReasonAlgNotAllowed, issuer, err)
+		}
+	}
+	r := ReasonClaimsInvalid
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		r = ReasonMalformed
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		r = ReasonSignatureInvalid
+	case errors.Is(err, jwt.ErrTokenExpired):
+		r = ReasonExpired
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		r = ReasonExpMissing
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		r = ReasonNotYetValid
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		r = ReasonIssuedInFuture
+	}
+	return refuse(r, issuer, err)
 }

@@ -93,7 +93,7 @@ func verify(v *Verifier, tok string) (*Principal, error) {
 	return verifyIn(context.Background(), v, tok)
 }
 
-// verifyIn is verify in a context, that may carry a Memo.
+// verifyIn is verify in the context of a request.
 func verifyIn(ctx context.Context, v *Verifier, tok string) (*Principal, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -845,42 +845,19 @@ func TestVerifiedTokenCache(t *testing.T) {
 			mustVerify(t, v.v, tok)
 		})
 	}
-	t.Run("a connection's memo: the same principal, the same expiry, no other token", func(t *testing.T) {
-		conn := WithMemo(context.Background())
+	t.Run("the cache is the only memory: purged, a token is verified afresh", func(t *testing.T) {
+		conn := context.Background()
 		clk.set(t0)
 		p1, err := verifyIn(conn, cached, tok)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cached.cache.Purge() // what follows comes from the memo
 		if p2, _ := verifyIn(conn, cached, tok); p2 != p1 {
-			t.Error("the second verification on the connection did not come from the memo")
-		}
-		if p3, _ := verify(cached, tok); p3 == p1 {
-			t.Error("a request without the memo got the memo's verification")
+			t.Error("the second verification on the connection did not come from the cache")
 		}
 		cached.cache.Purge()
-		clk.set(t0.Add(time.Minute + 29*time.Second))
-		if p, err := verifyIn(conn, cached, tok); err != nil || p != p1 {
-			t.Errorf("within the leeway: %v, from the memo: %v", err, p == p1)
-		}
-		clk.set(t0.Add(time.Minute + 30*time.Second))
-		_, err = verifyIn(conn, cached, tok)
-		refusal(t, err, ReasonExpired)
-		clk.set(t0)
-		// Another token on the same connection is verified on its own.
-		_, err = verifyIn(conn, cached, flipSignature(tok))
-		refusal(t, err, ReasonSignatureInvalid)
-		other := tn.Token(idptest.Claims{Sub: "user_other", Audience: aud, IssuedAt: t0, TTL: time.Minute})
-		if p, err := verifyIn(conn, cached, other); err != nil || p.Sub != "user_other" {
-			t.Errorf("another token: %+v %v", p, err)
-		}
-		_, err = verifyIn(conn, cached, flipSignature(tok))
-		refusal(t, err, ReasonSignatureInvalid)
-		// With the cache off there is no memo either.
-		u1, _ := verifyIn(conn, uncached, tok)
-		if u2, _ := verifyIn(conn, uncached, tok); u1 == nil || u1 == u2 {
-			t.Error("CacheSize -1 still remembers through the memo")
+		if p3, err := verifyIn(conn, cached, tok); err != nil || p3 == p1 {
+			t.Errorf("after the cache was purged, the token was still answered from memory (%v)", err)
 		}
 	})
 	t.Run("refused tokens are never cached", func(t *testing.T) {
@@ -908,22 +885,4 @@ func TestVerifiedTokenCache(t *testing.T) {
 			t.Error("the evicted token came from the cache")
 		}
 	})
-}
-
-// equalConstantTime answers as == does, for every length around its
-// eight-byte steps and a difference in any position.
-func TestEqualConstantTime(t *testing.T) {
-	for n := 0; n <= 33; n++ {
-		a := strings.Repeat("x", n)
-		if !equalConstantTime(a, strings.Clone(a)) {
-			t.Errorf("length %d: equal strings differ", n)
-		}
-		for i := 0; i < n; i++ {
-			b := []byte(a)
-			b[i] ^= 0x01
-			if equalConstantTime(a, string(b)) {
-				t.Errorf("length %d: a difference at %d is not seen", n, i)
-			}
-		}
-	}
 }

@@ -130,3 +130,21 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// NewID runs once per decision, cached or not.
+func BenchmarkNewID(b *testing.B) {
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = policy.NewID()
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				_ = policy.NewID()
+			}
+		})
+	})
+}

@@ -273,3 +273,12 @@ func lineOf(b []byte, key string) int {
 	}
 	return 1
 }
+
+func hasPackage(modules map[string]*ast.Module, pkg string) bool {
+	for _, m := range modules {
+		if m.Package.Path.String() == pkg {
+			return true
+		}
+	}
+	return false
+}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/toolgate/toolgate/idp"
 	"github.com/toolgate/toolgate/policy"
 )
@@ -201,5 +203,17 @@ reason := "step up"
 	}
 	if want := []string{"a:read", "m:admin", "z:write"}; !slices.Equal(d.RequiredScopes, want) {
 		t.Errorf("RequiredScopes = %q, want %q", d.RequiredScopes, want)
+	}
+}
+
+// A decision id is a random UUID (RFC 9562 §5.4): version 4, variant 10.
+func TestNewIDIsARandomUUID(t *testing.T) {
+	t.Parallel()
+	for range 100 {
+		id := policy.NewID()
+		u, err := uuid.Parse(id)
+		if err != nil || u.String() != id || u.Version() != 4 || u.Variant() != uuid.RFC4122 {
+			t.Fatalf("NewID() = %q: %v, version %d, variant %s; want a canonical version 4 UUID", id, err, u.Version(), u.Variant())
+		}
 	}
 }

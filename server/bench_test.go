@@ -178,7 +178,7 @@ func BenchmarkGateOverhead(b *testing.B) {
 
 	run := func(b *testing.B, h http.Handler, host, tok, session string) {
 		b.ReportAllocs()
-		conn := idp.WithMemo(context.Background()) // one keep-alive connection, as http.Server's ConnContext gives
+		conn := context.Background()
 		for b.Loop() {
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, newMCPRequest(http.MethodPost, host, tok, session, body).WithContext(conn))
