@@ -5,34 +5,38 @@ import (
 	"slices"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/toolgate/toolgate/outcome"
 )
 
-// Reason is a stable snake_case code for why a token was refused. The same
-// code is the 401 body's reason, the log field and the metric label.
-type Reason string
+// Reason is why a token was refused: a code of the outcome table, whose
+// row says what the client is answered (401, or 503 for
+// ReasonKeysUnavailable), the metric label and the log level
+// (docs/http.md, "Reason codes").
+type Reason = outcome.Code
 
 // The reasons a token is refused.
 const (
-	ReasonMissing          Reason = "token_missing"
-	ReasonNotBearer        Reason = "not_bearer"
-	ReasonInQuery          Reason = "token_in_query"
-	ReasonTooLarge         Reason = "token_too_large"
-	ReasonMalformed        Reason = "token_malformed"
-	ReasonAlgNotAllowed    Reason = "alg_not_allowed"
-	ReasonIssuerUnknown    Reason = "issuer_unknown"
-	ReasonKeyUnknown       Reason = "key_unknown"
-	ReasonSignatureInvalid Reason = "signature_invalid"
-	ReasonExpired          Reason = "token_expired"
-	ReasonExpMissing       Reason = "exp_missing"
-	ReasonNotYetValid      Reason = "token_not_yet_valid"
-	ReasonIssuedInFuture   Reason = "token_issued_in_future"
-	ReasonAudienceMissing  Reason = "audience_missing"
-	ReasonAudienceMismatch Reason = "audience_mismatch"
-	ReasonSubjectMissing   Reason = "subject_missing"
-	ReasonClaimsInvalid    Reason = "claims_invalid"
+	ReasonMissing          = outcome.TokenMissing
+	ReasonNotBearer        = outcome.NotBearer
+	ReasonInQuery          = outcome.TokenInQuery
+	ReasonTooLarge         = outcome.TokenTooLarge
+	ReasonMalformed        = outcome.TokenMalformed
+	ReasonAlgNotAllowed    = outcome.AlgNotAllowed
+	ReasonIssuerUnknown    = outcome.IssuerUnknown
+	ReasonKeyUnknown       = outcome.KeyUnknown
+	ReasonSignatureInvalid = outcome.SignatureInvalid
+	ReasonExpired          = outcome.TokenExpired
+	ReasonExpMissing       = outcome.ExpMissing
+	ReasonNotYetValid      = outcome.TokenNotYetValid
+	ReasonIssuedInFuture   = outcome.TokenIssuedInFuture
+	ReasonAudienceMissing  = outcome.AudienceMissing
+	ReasonAudienceMismatch = outcome.AudienceMismatch
+	ReasonSubjectMissing   = outcome.SubjectMissing
+	ReasonClaimsInvalid    = outcome.ClaimsInvalid
 	// ReasonKeysUnavailable is the server's fault, not the token's: the
 	// issuer's keys have never been fetched.
-	ReasonKeysUnavailable Reason = "jwks_unavailable"
+	ReasonKeysUnavailable = outcome.JWKSUnavailable
 )
 
 // Error is a refused token: the reason code, the configured issuer it was

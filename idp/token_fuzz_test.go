@@ -8,18 +8,16 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/toolgate/toolgate/outcome"
 )
 
 // Fuzz targets of the token path: `make fuzz` runs each for a few seconds
@@ -80,40 +78,16 @@ func writeFuzzKey(f *testing.F, path string) {
 	}
 }
 
-// declaredReasons reads the Reason constants declared in reason.go, so that
-// a reason returned without being declared there is caught.
+// declaredReasons are the token codes of the outcome table, so that a
+// reason returned without a row there (and so without an answer) is caught.
 func declaredReasons(f *testing.F) map[Reason]bool {
 	f.Helper()
-	file, err := parser.ParseFile(token.NewFileSet(), "reason.go", nil, 0)
-	if err != nil {
-		f.Fatal(err)
-	}
 	out := map[Reason]bool{}
-	for _, d := range file.Decls {
-		gd, ok := d.(*ast.GenDecl)
-		if !ok || gd.Tok != token.CONST {
-			continue
-		}
-		for _, spec := range gd.Specs {
-			vs := spec.(*ast.ValueSpec)
-			if id, ok := vs.Type.(*ast.Ident); !ok || id.Name != "Reason" {
-				continue
-			}
-			for _, val := range vs.Values {
-				lit, ok := val.(*ast.BasicLit)
-				if !ok || lit.Kind != token.STRING {
-					f.Fatalf("reason.go: a Reason constant that is not a string literal")
-				}
-				s, err := strconv.Unquote(lit.Value)
-				if err != nil {
-					f.Fatal(err)
-				}
-				out[Reason(s)] = true
-			}
-		}
+	for _, c := range outcome.Codes(outcome.Token) {
+		out[c] = true
 	}
 	if len(out) < 10 {
-		f.Fatalf("reason.go: found only %d Reason constants", len(out))
+		f.Fatalf("the outcome table has only %d token codes", len(out))
 	}
 	return out
 }

@@ -67,7 +67,7 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 	)
 	switch {
 	case errors.As(err, &tokenErr):
-		code := outcome.Code(tokenErr.Reason)
+		code := tokenErr.Reason
 		o := outcome.Of(code)
 		if o.Status == http.StatusUnauthorized {
 			// RFC 6750 §3 and RFC 9728 §5.1: point the client at the
