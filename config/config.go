@@ -1,6 +1,8 @@
 // Package config reads toolgate's YAML configuration: defaults first, then the
 // file, then validation that reports every problem at once
-// (docs/configuration.md, "How the file is read").
+// (docs/configuration.md, "How the file is read"). It is a leaf: it imports
+// no other package of toolgate, and internal/wire turns a Config into the
+// options of the packages it configures.
 package config
 
 import (
@@ -8,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -19,9 +20,6 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/toolgate/toolgate/idp"
-	"github.com/toolgate/toolgate/policy"
 )
 
 // Config is the whole configuration file.
@@ -352,7 +350,7 @@ func (c *Config) Validate() error {
 	if err != nil {
 		bad("listen: %q is not host:port", c.Listen)
 	}
-	if c.PublicURL == "" && err == nil && idp.IsLoopbackHost(host) {
+	if c.PublicURL == "" && err == nil && isLoopbackHost(host) {
 		c.PublicURL = "http://" + c.Listen
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
@@ -379,8 +377,8 @@ func (c *Config) Validate() error {
 	for i := range c.Issuers {
 		is := &c.Issuers[i]
 		at := fmt.Sprintf("issuers[%d]", i)
-		if !slices.Contains(idp.Providers, is.Provider) {
-			bad("%s.provider: %q is not one of %s", at, is.Provider, strings.Join(idp.Providers, ", "))
+		if !slices.Contains(providers, is.Provider) {
+			bad("%s.provider: %q is not one of %s", at, is.Provider, strings.Join(providers, ", "))
 		}
 		if is.Issuer == "" {
 			bad("%s.issuer: required", at)
@@ -443,7 +441,7 @@ func (c *Config) Validate() error {
 		if b.StartupTimeout < time.Second || b.StartupTimeout > 10*time.Minute {
 			bad("policy.bundle.startup_timeout: %s is outside 1s..10m", b.StartupTimeout)
 		}
-		if !slices.Contains([]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}, b.Algorithm) {
+		if !slices.Contains(signingAlgorithms, b.Algorithm) {
 			bad("policy.bundle.signing_algorithm: %q is not an asymmetric JWS algorithm", b.Algorithm)
 		}
 	}
@@ -482,64 +480,51 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// checkURL says what is wrong with a URL that toolgate fetches or publishes.
+// The vocabularies of the packages that config may not import (it is a
+// leaf); TestVocabulariesAreIdPs holds them equal to idp's.
+var (
+	// providers are idp.Providers, the claim-normalisation presets.
+	providers = []string{"auth0", "workos", "stytch", "oidc"}
+	// signingAlgorithms are idp.Algorithms, the asymmetric JWS algorithms
+	// (RFC 7518 §3.1): a bundle is signed as a token is.
+	signingAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+)
+
+// checkURL says what is wrong with a URL that toolgate fetches or publishes:
+// anything but absolute https, or http on a loopback host
+// (docs/configuration.md, "URLs toolgate fetches or publishes"). It is idp.CheckFetchURL, word for word
+// (TestCheckURLIsIdPs), which applies the same rule to the URLs a discovery
+// document or a redirect names.
 func checkURL(s string) string {
-	if err := idp.CheckFetchURL(s); err != nil {
-		return err.Error()
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return fmt.Sprintf("%q is not an absolute URL", s)
 	}
-	return ""
+	switch u.Scheme {
+	case "https":
+		return ""
+	case "http":
+		if isLoopbackHost(u.Hostname()) {
+			return ""
+		}
+		return fmt.Sprintf("%q uses http:// on a host that is not loopback; use https://", s)
+	default:
+		return fmt.Sprintf("%q must be an https:// URL", s)
+	}
+}
+
+// isLoopbackHost is idp.IsLoopbackHost: localhost (in any case, RFC 3986
+// §6.2.2.1) or a loopback address.
+func isLoopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // IsLoopbackURL reports whether s is a URL whose host is loopback.
 func IsLoopbackURL(s string) bool {
 	u, err := url.Parse(s)
-	return err == nil && idp.IsLoopbackHost(u.Hostname())
-}
-
-// IdPIssuers are the configured issuers as the verifier takes them.
-func (c *Config) IdPIssuers() []idp.Issuer {
-	out := make([]idp.Issuer, 0, len(c.Issuers))
-	for _, is := range c.Issuers {
-		out = append(out, idp.Issuer{Name: is.Name, Provider: is.Provider, Issuer: is.Issuer, Audiences: is.Audience, JWKSURL: is.JWKSURL})
-	}
-	return out
-}
-
-// VerifierOptions are the token settings as the verifier takes them.
-func (c *Config) VerifierOptions() idp.Options {
-	leeway := c.Tokens.Leeway
-	if leeway == 0 {
-		leeway = -1 // idp's way of saying none; its zero is the default
-	}
-	return idp.Options{
-		Leeway:             leeway,
-		UnknownKIDInterval: c.Tokens.JWKSUnknownKIDInterval,
-		RefreshInterval:    c.Tokens.JWKSRefreshInterval,
-		FetchTimeout:       c.Tokens.JWKSTimeout,
-		CacheSize:          OffIfZero(c.Tokens.CacheSize),
-	}
-}
-
-// BundleOptions are policy.bundle as the policy package takes them.
-func (c *Config) BundleOptions() policy.BundleOptions {
-	b := c.Policy.Bundle
-	return policy.BundleOptions{URL: b.URL, Interval: b.PollingInterval, SigningKey: b.SigningKey, KeyID: b.KeyID, Algorithm: b.Algorithm}
-}
-
-// PolicySource is where the policy comes from: policy.dir, or the default
-// policy compiled into the binary (embedded) when it is empty.
-func (c *Config) PolicySource(embedded fs.FS) policy.Source {
-	if c.Policy.Dir == "" {
-		return policy.Source{FS: embedded}
-	}
-	return policy.Source{Dir: c.Policy.Dir}
-}
-
-// OffIfZero maps a configured cache size, where 0 means off, to the
-// packages' options, where 0 means the default and a negative size off.
-func OffIfZero(n int) int {
-	if n == 0 {
-		return -1
-	}
-	return n
+	return err == nil && isLoopbackHost(u.Hostname())
 }

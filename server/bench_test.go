@@ -16,6 +16,7 @@ import (
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp"
 	"github.com/toolgate/toolgate/idp/idptest"
+	"github.com/toolgate/toolgate/internal/wire"
 	"github.com/toolgate/toolgate/server"
 	"github.com/toolgate/toolgate/tools"
 
@@ -38,7 +39,7 @@ func BenchmarkStartup(b *testing.B) {
 			b.Fatal(err)
 		}
 		is, _ := dev.Issuer()
-		srv, err := server.New(server.Options{Config: cfg, Issuers: []idp.Issuer{is}, Logger: slog.New(slog.DiscardHandler)})
+		srv, err := wire.Server(context.Background(), server.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)}, wire.Sources{Issuers: []idp.Issuer{is}})
 		if err != nil {
 			b.Fatal(err)
 		}

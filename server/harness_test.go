@@ -21,6 +21,7 @@ import (
 
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp/idptest"
+	"github.com/toolgate/toolgate/internal/wire"
 	"github.com/toolgate/toolgate/server"
 )
 
@@ -144,13 +145,20 @@ func launchOn(t testing.TB, ln net.Listener, tenants []*idptest.Tenant, opts ...
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(so)
+	srv, err := wire.Server(context.Background(), so, wire.Sources{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	g := &gate{t: t, URL: cfg.PublicURL, PolicyDir: dir, Config: cfg, srv: srv, decisions: decisions}
+	return g, g.serve(ln)
+}
+
+// serve runs g.srv on ln until the test ends, and returns a stop function
+// that shuts it down the way SIGTERM does and returns Serve's error.
+func (g *gate) serve(ln net.Listener) func() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, 5*time.Second) }()
+	go func() { done <- g.srv.Serve(ctx, ln, 5*time.Second) }()
 	var once sync.Once
 	var serveErr error
 	stop := func() error {
@@ -160,12 +168,12 @@ func launchOn(t testing.TB, ln net.Listener, tenants []*idptest.Tenant, opts ...
 		})
 		return serveErr
 	}
-	t.Cleanup(func() {
+	g.t.Cleanup(func() {
 		if err := stop(); err != nil {
-			t.Errorf("serve: %v", err)
+			g.t.Errorf("serve: %v", err)
 		}
 	})
-	return &gate{t: t, URL: cfg.PublicURL, PolicyDir: dir, Config: cfg, srv: srv, decisions: decisions}, stop
+	return stop
 }
 
 // slowTool is a tool that signals when it starts and finishes when released;

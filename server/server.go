@@ -1,6 +1,9 @@
 // Package server is toolgate's HTTP face: the MCP endpoint behind the bearer
 // check, the origin check, session binding and the policy gate; the RFC 9728
-// metadata documents; health and readiness.
+// metadata documents; health and readiness; the metrics. It takes its parts
+// ready-made, as small interfaces (an Authenticator, a Decider) and the
+// tools, so that it runs on stubs as well as on the verifier and the policy
+// engine that internal/wire builds from the configuration.
 package server
 
 import (
@@ -20,29 +23,32 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/toolgate/toolgate/config"
-	"github.com/toolgate/toolgate/idp"
 	"github.com/toolgate/toolgate/policy"
-	"github.com/toolgate/toolgate/rego"
-	"github.com/toolgate/toolgate/tools"
 )
 
 // Version is reported to MCP clients in serverInfo.
 var Version = "dev"
 
-// Options are what a Server is made of. Only Config is required.
+// Options are what a Server is made of: its configuration and its parts,
+// built by the wiring (internal/wire). Config, Authenticator and Decider are
+// required.
 type Options struct {
 	Config *config.Config
 	Logger *slog.Logger
-	// Issuers replace the configured issuers (the development issuer).
-	Issuers []idp.Issuer
-	// Policy is where policies come from; default: policy.dir, or the
-	// default policy compiled into the binary when it is empty.
-	Policy *policy.Source
-	// Tools are the tools served; default: the built-in tools.
+	// Authenticator says who holds a bearer token.
+	Authenticator Authenticator
+	// AuthorizationServers are the issuers the Authenticator trusts, as the
+	// metadata names them (RFC 9728 §2, authorization_servers).
+	AuthorizationServers []string
+	// Decider is the policy, built for the catalog of Tools.
+	Decider Decider
+	// Tools are the tools served.
 	Tools []mcpserver.ServerTool
-	// Transport fetches JWKS and discovery documents; default: the
-	// standard transport.
-	Transport http.RoundTripper
+	// Tasks keep the parts current while the server serves (see Task).
+	Tasks []Task
+	// Events, when the parts report to it, is bound to this server's
+	// metrics and sessions (see Events).
+	Events *Events
 	// DecisionLog receives the decision log instead of decision_log.output
 	// (tests).
 	DecisionLog io.Writer
@@ -51,8 +57,8 @@ type Options struct {
 // Server serves toolgate's HTTP surface.
 type Server struct {
 	cfg         *config.Config
-	verifier    *idp.Verifier
-	policy      *policy.Engine
+	verifier    Authenticator
+	policy      Decider
 	log         *slog.Logger
 	mcp         *mcpserver.MCPServer
 	streamable  *mcpserver.StreamableHTTPServer
@@ -67,21 +73,21 @@ type Server struct {
 	decisions   *decisionLog
 	dryRun      bool
 	catalog     []string
-	bundles     *policy.BundleSource // nil unless policy.bundle is set
+	tasks       []Task
 }
 
 // SessionIdleTTL is how long an MCP session may stay idle before it is
 // dropped.
 const SessionIdleTTL = 30 * time.Minute
 
-// New builds a Server from its configuration. A policy that does not compile
-// is an error naming the file and line.
+// New builds a Server from its configuration and parts. It fetches and
+// compiles nothing: the parts are ready-made.
 func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Tools == nil {
-		o.Tools = tools.Builtin()
+	if o.Config == nil || o.Authenticator == nil || o.Decider == nil {
+		return nil, errors.New("server: Options need a Config, an Authenticator and a Decider")
 	}
 	cfg := o.Config
 	pub, err := url.Parse(cfg.PublicURL)
@@ -90,11 +96,14 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg:         cfg,
+		verifier:    o.Authenticator,
+		policy:      o.Decider,
 		log:         o.Logger,
 		metadataURL: cfg.PublicURL + "/.well-known/oauth-protected-resource/mcp",
 		origins:     map[string]bool{originKey(pub.Scheme + "://" + pub.Host): true},
 		publicHost:  pub.Hostname(),
 		dryRun:      cfg.Policy.DryRun,
+		tasks:       o.Tasks,
 	}
 	for _, t := range o.Tools {
 		s.catalog = append(s.catalog, t.Tool.Name)
@@ -104,16 +113,11 @@ func New(o Options) (*Server, error) {
 			s.origins[k] = true
 		}
 	}
-	issuers := o.Issuers
-	if issuers == nil {
-		issuers = cfg.IdPIssuers()
+	var issuers []string
+	for _, st := range s.verifier.Status() {
+		issuers = append(issuers, st.Name)
 	}
-	var as, names []string
-	for _, is := range issuers {
-		as = append(as, is.Issuer)
-		names = append(names, is.Name)
-	}
-	s.metrics = newMetrics(s.catalog, names)
+	s.metrics = newMetrics(s.catalog, issuers)
 	s.sessions = newSessions(func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
 	s.inflight = newInflight()
 	if o.DecisionLog != nil {
@@ -121,43 +125,11 @@ func New(o Options) (*Server, error) {
 	} else if s.decisions, err = openDecisionLog(cfg.DecisionLog, o.Logger, s.metrics.decisionLogFailed); err != nil {
 		return nil, err
 	}
-	vo := cfg.VerifierOptions()
-	vo.Transport, vo.Logger = o.Transport, o.Logger
-	vo.OnValidation, vo.OnJWKSRefresh = s.metrics.tokenValidated, s.metrics.jwksRefreshed
-	if s.verifier, err = idp.NewVerifier(issuers, vo); err != nil {
-		return nil, err
-	}
-	src := cfg.PolicySource(rego.FS)
-	if o.Policy != nil {
-		src = *o.Policy
-	}
-	if cfg.Policy.Bundle.URL != "" {
-		if s.bundles, err = policy.NewBundleSource(cfg.BundleOptions()); err != nil {
-			return nil, fmt.Errorf("policy.bundle: %w", err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.Policy.Bundle.StartupTimeout)
-		b, err := s.bundles.First(ctx)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		src = policy.Source{Bundle: b, Name: cfg.Policy.Bundle.URL}
-	}
-	s.policy, err = policy.New(src, Catalog(o.Tools), policy.Options{
-		Logger:      o.Logger,
-		OnSwap:      s.policyChanged,
-		OnReload:    s.metrics.policyReloaded,
-		CacheSize:   config.OffIfZero(cfg.Policy.DecisionCacheSize),
-		EvalTimeout: cfg.Policy.EvalTimeout,
-	})
-	if err != nil {
-		return nil, err
-	}
 	s.metrics.policyInForce(s.policy.Revision(), s.policy.LoadedAt())
 	// RFC 9728 §2 and §3.2.
 	s.metadata, err = json.Marshal(map[string]any{
 		"resource":                 cfg.ResourceURL(),
-		"authorization_servers":    nonNil(as),
+		"authorization_servers":    nonNil(o.AuthorizationServers),
 		"scopes_supported":         nonNil(cfg.ScopesSupported),
 		"bearer_methods_supported": []string{"header"},
 		"resource_name":            "toolgate",
@@ -200,6 +172,9 @@ func New(o Options) (*Server, error) {
 	r.HandleFunc("/readyz", s.serveReady).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/mcp", s.checkOrigin(http.HandlerFunc(s.serveMCP)))
 	s.handler = r
+	if o.Events != nil && !o.Events.srv.CompareAndSwap(nil, s) {
+		return nil, errors.New("server: Options.Events already serves another Server")
+	}
 	return s, nil
 }
 
@@ -223,28 +198,34 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // changed (MCP server/tools, "List Changed Notification").
 func (s *Server) policyChanged(revision string) {
 	s.metrics.policyInForce(revision, time.Now())
-	if s.mcp != nil {
-		s.mcp.SendNotificationToAllClients(mcp.MethodNotificationToolsListChanged, nil)
-	}
+	s.mcp.SendNotificationToAllClients(mcp.MethodNotificationToolsListChanged, nil)
 }
 
-// Policy is the policy engine in use.
-func (s *Server) Policy() *policy.Engine { return s.policy }
+// Policy is the policy in force.
+func (s *Server) Policy() Decider { return s.policy }
 
-// Serve fetches the issuers' keys, watches the policy directory and answers
-// on ln until ctx ends; then it shuts down gracefully: new connections are
-// refused, in-flight requests finish (up to grace), open streams are closed.
+// Serve starts the Tasks (the issuers' keys fetched, the policy watched)
+// and answers on ln until ctx ends; then it shuts down gracefully: new
+// connections are refused, in-flight requests finish (up to grace), open
+// streams are closed, and the Tasks end.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
-	s.verifier.Start(ctx)
-	defer s.verifier.Close()
 	defer s.decisions.Close()
-	if err := s.policy.Watch(ctx); err != nil {
-		return err
-	}
-	if s.bundles != nil {
-		polled := make(chan struct{})
-		go func() { s.bundles.Poll(ctx, s.policy); close(polled) }()
-		defer func() { <-polled }()
+	ctx, cancel := context.WithCancel(ctx)
+	var waits []func()
+	defer func() {
+		cancel()
+		for i := len(waits) - 1; i >= 0; i-- {
+			waits[i]()
+		}
+	}()
+	for _, start := range s.tasks {
+		wait, err := start(ctx)
+		if wait != nil {
+			waits = append(waits, wait)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if s.cfg.Metrics.Listen != "" {
 		stop, err := s.serveMetrics(s.cfg.Metrics.Listen)
@@ -335,11 +316,18 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 		body["policy_dry_run"] = true
 	}
 	status := http.StatusOK
-	if pending := s.verifier.Pending(); len(pending) > 0 {
+	issuers := s.verifier.Status()
+	var pending []string
+	for _, st := range issuers {
+		if !st.KeysLoaded {
+			pending = append(pending, st.Name)
+		}
+	}
+	if len(pending) > 0 {
 		status = http.StatusServiceUnavailable
 		body["issuers_without_keys"] = pending
 	}
-	body["issuers"] = s.verifier.Status()
+	body["issuers"] = issuers
 	body["ready"] = status == http.StatusOK
 	writeJSON(w, status, body)
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/toolgate/toolgate/bench/internal/mcpclient"
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/internal/wire"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/server"
 	"github.com/toolgate/toolgate/tools"
@@ -293,7 +294,8 @@ func startGate(tmp string, ts []mcpserver.ServerTool, data map[string]any) (*tar
 	if err != nil {
 		return nil, err
 	}
-	opts := server.Options{Config: cfg, Issuers: []idp.Issuer{is}, Tools: ts, Logger: slog.New(slog.DiscardHandler)}
+	opts := server.Options{Config: cfg, Tools: ts, Logger: slog.New(slog.DiscardHandler)}
+	src := wire.Sources{Issuers: []idp.Issuer{is}}
 	if data != nil {
 		dir, err := os.MkdirTemp(tmp, "policy")
 		if err != nil {
@@ -306,9 +308,9 @@ func startGate(tmp string, ts []mcpserver.ServerTool, data map[string]any) (*tar
 		b, _ := json.Marshal(data)
 		os.WriteFile(filepath.Join(dir, "policy.rego"), policyText, 0o644)
 		os.WriteFile(filepath.Join(dir, "data.json"), b, 0o644)
-		opts.Policy = &policy.Source{Dir: dir}
+		src.Policy = &policy.Source{Dir: dir}
 	}
-	srv, err := server.New(opts)
+	srv, err := wire.Server(context.Background(), opts, src)
 	if err != nil {
 		return nil, err
 	}

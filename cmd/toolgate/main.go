@@ -1,5 +1,5 @@
 // Command toolgate is a policy gate for MCP tools: see README.md. This file
-// only parses the command line and wires the packages together.
+// only parses the command line; internal/wire builds the parts.
 package main
 
 import (
@@ -18,6 +18,7 @@ import (
 
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/internal/wire"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/rego"
 	"github.com/toolgate/toolgate/server"
@@ -87,6 +88,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- st
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	opts := server.Options{Logger: log}
+	var src wire.Sources
 	var ln net.Listener
 	if *configPath != "" {
 		cfg, err := config.Load(*configPath)
@@ -106,13 +108,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- st
 			return err
 		}
 		defer ln.Close()
-		if err := devDefault(&opts, ln.Addr().String()); err != nil {
+		if opts.Config, src, err = devDefault(ln.Addr().String()); err != nil {
 			return err
 		}
 		log.Warn("no --config: development default with a built-in issuer; get a token with `toolgate token`",
-			"listen", opts.Config.Listen, "policy", opts.Policy.String())
+			"listen", opts.Config.Listen, "policy", src.Policy.String())
 	}
-	srv, err := server.New(opts)
+	srv, err := wire.Server(ctx, opts, src)
 	if err != nil {
 		return err
 	}
@@ -133,32 +135,30 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- st
 // devDefault is the configuration of `toolgate serve` without --config
 // (docs/configuration.md, "The development default"): loopback only, the development
 // issuer, and rego/ when run from the repository.
-func devDefault(o *server.Options, listen string) error {
+func devDefault(listen string) (*config.Config, wire.Sources, error) {
 	cfg := config.Default()
 	cfg.Listen = listen
 	cfg.Anonymous = true // only to pass validation without a configured issuer
 	if err := cfg.Validate(); err != nil {
-		return err
+		return nil, wire.Sources{}, err
 	}
 	cfg.Anonymous = false
 	if !config.IsLoopbackURL(cfg.PublicURL) {
-		return fmt.Errorf("the development default listens on loopback only, not %s", listen)
+		return nil, wire.Sources{}, fmt.Errorf("the development default listens on loopback only, not %s", listen)
 	}
 	dev, err := devIssuer(cfg.PublicURL)
 	if err != nil {
-		return err
+		return nil, wire.Sources{}, err
 	}
 	is, err := dev.Issuer()
 	if err != nil {
-		return err
+		return nil, wire.Sources{}, err
 	}
-	o.Config, o.Issuers = cfg, []idp.Issuer{is}
 	src := policy.Source{Dir: devPolicy}
 	if st, err := os.Stat(devPolicy); err != nil || !st.IsDir() {
 		src = policy.Source{FS: rego.FS}
 	}
-	o.Policy = &src
-	return nil
+	return cfg, wire.Sources{Issuers: []idp.Issuer{is}, Policy: &src}, nil
 }
 
 func devIssuer(publicURL string) (*idp.DevIssuer, error) {

@@ -14,9 +14,9 @@ import (
 
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/internal/wire"
 	"github.com/toolgate/toolgate/outcome"
 	"github.com/toolgate/toolgate/policy"
-	"github.com/toolgate/toolgate/rego"
 	"github.com/toolgate/toolgate/server"
 	"github.com/toolgate/toolgate/tools"
 )
@@ -80,13 +80,13 @@ func policyExplain(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return fmt.Errorf("policy explain: --args is not a JSON object: %w", err)
 	}
 
-	cfg, issuers, src, err := explainSetup(*configPath, *dir)
+	cfg, src, err := explainSetup(*configPath, *dir)
 	if err != nil {
 		return err
 	}
 	var p *idp.Principal
 	if *token != "" {
-		if p, err = verifyForExplain(ctx, cfg, issuers, *token); err != nil {
+		if p, err = verifyForExplain(ctx, cfg, src, *token); err != nil {
 			return err
 		}
 	} else {
@@ -104,12 +104,12 @@ func policyExplain(ctx context.Context, args []string, stdout, stderr io.Writer)
 		p = idp.Normalise(*provider, "explain", claims)
 	}
 
-	engine, err := policy.New(src, server.Catalog(tools.Builtin()), policy.Options{Logger: slog.New(slog.DiscardHandler), CacheSize: -1})
+	engine, _, err := wire.Policy(ctx, cfg, src.Policy, tools.Builtin(), policy.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err
 	}
 	visible, err := engine.Visible(ctx, p)
-	out := explanation{Principal: p, VisibleTools: []string{}, Policy: src.String(), Revision: engine.Revision()}
+	out := explanation{Principal: p, VisibleTools: []string{}, Policy: src.Policy.String(), Revision: engine.Revision()}
 	if err != nil {
 		out.VisibleError = err.Error()
 	}
@@ -161,37 +161,37 @@ type explainedDecision struct {
 }
 
 // explainSetup finds the issuers and the policy an explanation uses: those
-// of --config, else the development default's.
-func explainSetup(configPath, dir string) (*config.Config, []idp.Issuer, policy.Source, error) {
+// of --config, else the development default's; --dir, else the policy
+// directory (or embedded default policy) they name.
+func explainSetup(configPath, dir string) (*config.Config, wire.Sources, error) {
 	var cfg *config.Config
-	var issuers []idp.Issuer
+	var src wire.Sources
 	if configPath != "" {
 		c, err := config.Load(configPath)
 		if err != nil {
-			return nil, nil, policy.Source{}, fmt.Errorf("%s:\n%w", configPath, err)
+			return nil, src, fmt.Errorf("%s:\n%w", configPath, err)
 		}
-		cfg, issuers = c, c.IdPIssuers()
+		cfg = c
 	} else {
-		var o server.Options
-		if err := devDefault(&o, devListen); err != nil {
-			return nil, nil, policy.Source{}, err
+		var err error
+		if cfg, src, err = devDefault(devListen); err != nil {
+			return nil, src, err
 		}
-		cfg, issuers = o.Config, o.Issuers
-		cfg.Policy.Dir = o.Policy.Dir
 	}
-	src := cfg.PolicySource(rego.FS)
-	if dir != "" {
-		src = policy.Source{Dir: dir}
+	switch {
+	case dir != "":
+		src.Policy = &policy.Source{Dir: dir}
+	case src.Policy == nil:
+		s := wire.PolicySource(cfg)
+		src.Policy = &s
 	}
-	return cfg, issuers, src, nil
+	return cfg, src, nil
 }
 
 // verifyForExplain validates a token exactly as the server does, keys
 // fetched from the issuers, and says which check fails.
-func verifyForExplain(ctx context.Context, cfg *config.Config, issuers []idp.Issuer, token string) (*idp.Principal, error) {
-	opts := cfg.VerifierOptions()
-	opts.Logger = slog.New(slog.DiscardHandler)
-	v, err := idp.NewVerifier(issuers, opts)
+func verifyForExplain(ctx context.Context, cfg *config.Config, src wire.Sources, token string) (*idp.Principal, error) {
+	v, err := wire.Verifier(cfg, src, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		return nil, err
 	}
