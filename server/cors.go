@@ -1,9 +1,12 @@
 package server
 
 import (
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/toolgate/toolgate/idp"
 )
 
 // originKey is the form in which origins are compared (RFC 6454 §4 and
@@ -59,4 +62,34 @@ func allowOrigin(w http.ResponseWriter, r *http.Request, origin string) (answere
 	}
 	h.Set("Access-Control-Expose-Headers", corsExposed)
 	return false
+}
+
+// checkOrigin refuses a browser request from an origin that is neither
+// public_url's nor allowed (MCP transports, "Security Warning": servers MUST
+// validate Origin, against DNS rebinding), and a Host that names neither
+// public_url's host nor loopback. Origins are compared as originKey says,
+// hosts without regard to case (RFC 3986 §6.2.2.1). It runs before
+// authentication, and lets a page of an allowed origin read the answers
+// (allowOrigin).
+func (s *Server) checkOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin != "" && !s.origins[originKey(origin)] {
+			s.writeError(w, errOriginForbidden)
+			return
+		}
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.Trim(host, "[]")
+		if !strings.EqualFold(host, s.publicHost) && !idp.IsLoopbackHost(host) {
+			s.writeError(w, errOriginForbidden)
+			return
+		}
+		if origin != "" && allowOrigin(w, r, origin) {
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

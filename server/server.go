@@ -129,8 +129,8 @@ func New(o Options) (*Server, error) {
 	// RFC 9728 §2 and §3.2.
 	s.metadata, err = json.Marshal(map[string]any{
 		"resource":                 cfg.ResourceURL(),
-		"authorization_servers":    nonNil(o.AuthorizationServers),
-		"scopes_supported":         nonNil(cfg.ScopesSupported),
+		"authorization_servers":    append([]string{}, o.AuthorizationServers...), // a list, never null
+		"scopes_supported":         append([]string{}, cfg.ScopesSupported...),
 		"bearer_methods_supported": []string{"header"},
 		"resource_name":            "toolgate",
 	})
@@ -330,13 +330,6 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	body["issuers"] = issuers
 	body["ready"] = status == http.StatusOK
 	writeJSON(w, status, body)
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }
 
 func trimSlash(s string) string {

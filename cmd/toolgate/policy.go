@@ -121,7 +121,7 @@ func policyExplain(ctx context.Context, args []string, stdout, stderr io.Writer)
 		d := engine.Decide(ctx, p, *tool, arguments)
 		code := server.DecisionCode(d)
 		out.Decision = &explainedDecision{Tool: *tool, Arguments: arguments, Visible: d.Visible, Allowed: d.Allowed,
-			Code: code, Answer: outcome.Of(code).Answer, Reason: d.Reason, RequiredScopes: orEmpty(d.RequiredScopes)}
+			Code: code, Answer: outcome.Of(code).Answer, Reason: d.Reason, RequiredScopes: append([]string{}, d.RequiredScopes...)}
 		if d.Err != nil {
 			out.Decision.Error = d.Err.Error()
 		}
@@ -230,11 +230,4 @@ func dirArg(fs *flag.FlagSet) string {
 		return fs.Arg(0)
 	}
 	return devPolicy
-}
-
-func orEmpty(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }

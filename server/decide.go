@@ -1,0 +1,161 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/outcome"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// callDecision is the policy's decision on one call, as enforced (d), and
+// what the decision log and metrics say of it.
+type callDecision struct {
+	policy.Decision
+	logged    policy.Decision // before dry-run turned a denial into an allow
+	principal *idp.Principal
+	tool      string
+	args      []byte
+	result    string
+	code      outcome.Code
+	at        time.Time
+	eval      time.Duration
+	recorded  bool
+}
+
+// decide asks the policy about one call. In dry-run the decision is
+// returned allowed (nothing is hidden or refused) and logged with what would
+// have happened. It is counted and logged by record once mcp-go has taken
+// the message for a tools/call (callAccepted) or the gate answers it, so
+// that no decision-log line stands for a call that mcp-go refused before it
+// was dispatched (not JSON-RPC 2.0, no id, not JSON content).
+func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args []byte) *callDecision {
+	start := time.Now()
+	d := s.policy.DecideRaw(ctx, p, tool, args)
+	eval := time.Since(start)
+	s.metrics.evalTime[policy.ActionCall].Observe(eval.Seconds())
+	c := &callDecision{Decision: d, logged: d, principal: p, tool: tool, args: args,
+		code: DecisionCode(d), at: start.Add(eval), eval: eval}
+	c.result = resultOf(c.code)
+	if s.dryRun && c.result != resultAllow {
+		if c.result == resultDeny {
+			c.result = resultDryRunDeny
+		}
+		c.Visible, c.Allowed, c.RequiredScopes, c.Err = true, true, nil, nil
+	}
+	return c
+}
+
+// DecisionCode is the reason code of a call's decision (docs/http.md): what
+// the client is answered, the metric's reason label and the decision log's
+// reason_code.
+func DecisionCode(d policy.Decision) outcome.Code {
+	switch {
+	case errors.Is(d.Err, policy.ErrArgumentsInvalid):
+		return outcome.ArgumentsInvalid
+	case d.Err != nil:
+		return outcome.EvaluationError
+	case !d.Visible:
+		return outcome.NotVisible
+	case !d.Allowed && len(d.RequiredScopes) > 0:
+		return outcome.InsufficientScope
+	case !d.Allowed:
+		return outcome.PolicyDenied
+	}
+	return outcome.Allowed
+}
+
+// resultOf is the result label of a decision's code.
+func resultOf(c outcome.Code) string {
+	switch c {
+	case outcome.Allowed:
+		return resultAllow
+	case outcome.EvaluationError:
+		return resultError
+	}
+	return resultDeny
+}
+
+// record counts and logs a call's decision, once.
+func (s *Server) record(c *callDecision) {
+	if c.recorded {
+		return
+	}
+	c.recorded = true
+	if c.logged.Err != nil {
+		s.log.Log(context.Background(), outcome.Of(c.code).Level, "call denied: "+string(c.code),
+			"decision_id", c.ID, "tool", s.metrics.tool(c.tool), "revision", c.Revision, "error", c.logged.Err)
+	}
+	s.metrics.decisions.WithLabelValues(policy.ActionCall, s.metrics.tool(c.tool), c.result, string(c.code)).Inc()
+	reason := c.logged.Reason
+	if c.result == resultAllow {
+		reason = ""
+	}
+	s.decisions.write(entry{
+		ID: c.ID, Principal: c.principal, Action: policy.ActionCall, Tool: c.tool, Arguments: c.args,
+		Result: c.result, Code: c.code, Reason: reason, RequiredScopes: c.logged.RequiredScopes,
+		Revision: c.Revision, At: c.at, Eval: c.eval, Err: c.logged.Err,
+	})
+}
+
+// visibleTools asks the policy which tools p may see, then logs and counts
+// the decision. On an evaluation error nothing is visible (outside dry-run).
+func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]bool {
+	start := time.Now()
+	visible, err := s.policy.Visible(ctx, p)
+	eval := time.Since(start)
+	e := entry{ID: policy.NewID(), Principal: p, Action: policy.ActionList, Result: resultAllow, Code: outcome.Allowed, Revision: s.policy.Revision(), At: start.Add(eval), Eval: eval, Err: err}
+	if err != nil {
+		e.Result, e.Code = resultError, outcome.EvaluationError
+		s.log.Error("policy evaluation failed; no tool listed", "decision_id", e.ID, "revision", e.Revision, "error", err)
+	}
+	if s.dryRun {
+		for _, name := range s.catalog {
+			if !visible[name] {
+				e.Hidden = append(e.Hidden, name)
+			}
+		}
+		if len(e.Hidden) > 0 && err == nil {
+			e.Result, e.Code = resultDryRunDeny, outcome.NotVisible
+		}
+		visible = set(s.catalog)
+	}
+	e.Visible = []string{}
+	for _, name := range s.catalog {
+		if visible[name] {
+			e.Visible = append(e.Visible, name)
+		}
+	}
+	s.metrics.decisions.WithLabelValues(policy.ActionList, labelAllTools, e.Result, string(e.Code)).Inc()
+	s.metrics.evalTime[policy.ActionList].Observe(eval.Seconds())
+	s.decisions.write(e)
+	return visible
+}
+
+type decisionKey struct{}
+
+// toolDecision is the decision made for a call of tool in this request,
+// once made is set.
+type toolDecision struct {
+	tool string
+	made bool
+	*callDecision
+}
+
+// decisionFor returns the decision already made for a call of tool in this
+// request, or makes one (and records it: the call has reached the tool).
+func (s *Server) decisionFor(ctx context.Context, p *idp.Principal, tool string, args map[string]any) policy.Decision {
+	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.made && d.tool == tool {
+		return d.Decision
+	}
+	raw, err := json.Marshal(args)
+	if err != nil {
+		raw = []byte("not JSON") // refused by the policy engine: a denial
+	}
+	c := s.decide(ctx, p, tool, raw)
+	s.record(c)
+	return c.Decision
+}

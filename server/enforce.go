@@ -1,0 +1,87 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/toolgate/toolgate/idp"
+)
+
+// callAccepted is mcp-go's before-call-tool hook: the message is a
+// tools/call that mcp-go dispatches, so the decision made for it is
+// recorded, whatever the call's answer (a result, a denial, a tool that
+// does not exist or is hidden).
+func (s *Server) callAccepted(ctx context.Context, _ any, req *mcp.CallToolRequest) {
+	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.made && d.tool == req.Params.Name {
+		s.record(d.callDecision)
+	}
+}
+
+// filterTools is mcp-go's tool filter, applied to tools/list and to each
+// tools/call: a tool the principal may not see is absent, and calling it
+// gets the same error as a tool that does not exist.
+func (s *Server) filterTools(ctx context.Context, tools []mcp.Tool) []mcp.Tool {
+	p, ok := idp.PrincipalFrom(ctx)
+	if !ok {
+		return nil
+	}
+	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.made && len(tools) == 1 && tools[0].Name == d.tool {
+		if d.Visible {
+			return tools
+		}
+		return nil
+	}
+	visible := s.visibleTools(ctx, p)
+	out := make([]mcp.Tool, 0, len(visible))
+	for _, t := range tools {
+		if visible[t.Name] {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// enforceCall wraps every tool handler: the call runs only when the policy
+// allows it; any other denial is a tool result with isError and the text
+// "Permission denied: <reason>" (docs/policy-contract.md, "How a decision reaches the client").
+func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
+	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		p, ok := idp.PrincipalFrom(ctx)
+		if !ok {
+			return mcp.NewToolResultError("Permission denied: no principal"), nil
+		}
+		tool := s.metrics.tool(req.Params.Name)
+		d := s.decisionFor(ctx, p, req.Params.Name, req.GetArguments())
+		if !d.Allowed {
+			s.metrics.toolCalls.WithLabelValues(tool, "denied").Inc()
+			res := mcp.NewToolResultError("Permission denied: " + d.Reason)
+			res.Meta = mcp.NewMetaFromMap(map[string]any{"decision_id": d.ID})
+			return res, nil
+		}
+		start := time.Now()
+		res, err := runTool(ctx, next, req)
+		outcome := "success"
+		if err != nil || res == nil || res.IsError {
+			outcome = "error"
+		}
+		s.metrics.toolCalls.WithLabelValues(tool, outcome).Inc()
+		s.metrics.toolDuration.WithLabelValues(tool).Observe(time.Since(start).Seconds())
+		return res, err
+	}
+}
+
+// runTool runs a tool's handler; a panic in it is the call's error, not the
+// process's end. (mcp-go's WithRecovery does the same, as one more
+// middleware built on every call.)
+func runTool(ctx context.Context, h mcpserver.ToolHandlerFunc, req mcp.CallToolRequest) (res *mcp.CallToolResult, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, fmt.Errorf("panic recovered in %s tool handler: %v", req.Params.Name, r)
+		}
+	}()
+	return h(ctx, req)
+}
