@@ -350,7 +350,7 @@ func (c *Config) Validate() error {
 	if err != nil {
 		bad("listen: %q is not host:port", c.Listen)
 	}
-	if c.PublicURL == "" && err == nil && isLoopbackHost(host) {
+	if c.PublicURL == "" && err == nil && IsLoopbackHost(host) {
 		c.PublicURL = "http://" + c.Listen
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
@@ -358,8 +358,8 @@ func (c *Config) Validate() error {
 	case c.PublicURL == "":
 		bad("public_url: required when listen is not a loopback address")
 	default:
-		if msg := checkURL(c.PublicURL); msg != "" {
-			bad("public_url: %s", msg)
+		if err := CheckURL(c.PublicURL); err != nil {
+			bad("public_url: %v", err)
 		} else if u, _ := url.Parse(c.PublicURL); u.RawQuery != "" || u.Fragment != "" {
 			bad("public_url: %q must not have a query or fragment", c.PublicURL)
 		}
@@ -377,8 +377,8 @@ func (c *Config) Validate() error {
 	for i := range c.Issuers {
 		is := &c.Issuers[i]
 		at := fmt.Sprintf("issuers[%d]", i)
-		if !slices.Contains(providers, is.Provider) {
-			bad("%s.provider: %q is not one of %s", at, is.Provider, strings.Join(providers, ", "))
+		if !slices.Contains(Providers, is.Provider) {
+			bad("%s.provider: %q is not one of %s", at, is.Provider, strings.Join(Providers, ", "))
 		}
 		if is.Issuer == "" {
 			bad("%s.issuer: required", at)
@@ -398,14 +398,14 @@ func (c *Config) Validate() error {
 			}
 		}
 		if is.JWKSURL != "" {
-			if msg := checkURL(is.JWKSURL); msg != "" {
-				bad("%s.jwks_url: %s", at, msg)
+			if err := CheckURL(is.JWKSURL); err != nil {
+				bad("%s.jwks_url: %v", at, err)
 			}
 		} else if is.Issuer != "" {
 			// The JWKS URL will be derived from the issuer, so it must be a URL
 			// that toolgate may fetch.
-			if msg := checkURL(is.Issuer); msg != "" {
-				bad("%s.issuer: %s; set jwks_url when the issuer is not a fetchable URL", at, msg)
+			if err := CheckURL(is.Issuer); err != nil {
+				bad("%s.issuer: %v; set jwks_url when the issuer is not a fetchable URL", at, err)
 			}
 		}
 	}
@@ -432,8 +432,8 @@ func (c *Config) Validate() error {
 		if c.Policy.Dir != "" {
 			bad("policy: dir and bundle.url are exclusive; choose one")
 		}
-		if msg := checkURL(b.URL); msg != "" {
-			bad("policy.bundle.url: %s", msg)
+		if err := CheckURL(b.URL); err != nil {
+			bad("policy.bundle.url: %v", err)
 		}
 		if b.PollingInterval < 100*time.Millisecond || b.PollingInterval > time.Hour {
 			bad("policy.bundle.polling_interval: %s is outside 100ms..1h", b.PollingInterval)
@@ -441,7 +441,7 @@ func (c *Config) Validate() error {
 		if b.StartupTimeout < time.Second || b.StartupTimeout > 10*time.Minute {
 			bad("policy.bundle.startup_timeout: %s is outside 1s..10m", b.StartupTimeout)
 		}
-		if !slices.Contains(signingAlgorithms, b.Algorithm) {
+		if !slices.Contains(SigningAlgorithms, b.Algorithm) {
 			bad("policy.bundle.signing_algorithm: %q is not an asymmetric JWS algorithm", b.Algorithm)
 		}
 	}
@@ -480,42 +480,42 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// The vocabularies of the packages that config may not import (it is a
-// leaf); TestVocabulariesAreIdPs holds them equal to idp's.
+// The vocabularies a configuration is checked against. They are idp's
+// (idp.Providers and idp.Algorithms are these lists); they live here
+// because config is a leaf that imports no other package of toolgate.
 var (
-	// providers are idp.Providers, the claim-normalisation presets.
-	providers = []string{"auth0", "workos", "stytch", "oidc"}
-	// signingAlgorithms are idp.Algorithms, the asymmetric JWS algorithms
-	// (RFC 7518 §3.1): a bundle is signed as a token is.
-	signingAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+	// Providers are the claim-normalisation presets an issuer may name.
+	Providers = []string{"auth0", "workos", "stytch", "oidc"}
+	// SigningAlgorithms are the asymmetric JWS algorithms (RFC 7518 §3.1)
+	// a token, or a policy bundle, may be signed with.
+	SigningAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
 )
 
-// checkURL says what is wrong with a URL that toolgate fetches or publishes:
-// anything but absolute https, or http on a loopback host
-// (docs/configuration.md, "URLs toolgate fetches or publishes"). It is idp.CheckFetchURL, word for word
-// (TestCheckURLIsIdPs), which applies the same rule to the URLs a discovery
-// document or a redirect names.
-func checkURL(s string) string {
+// CheckURL refuses a URL that toolgate fetches or publishes unless it is
+// absolute https, or http on a loopback host (docs/configuration.md, "URLs
+// toolgate fetches or publishes"). idp applies it to the URLs a discovery
+// document or a redirect names, too.
+func CheckURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {
-		return fmt.Sprintf("%q is not an absolute URL", s)
+		return fmt.Errorf("%q is not an absolute URL", s)
 	}
 	switch u.Scheme {
 	case "https":
-		return ""
+		return nil
 	case "http":
-		if isLoopbackHost(u.Hostname()) {
-			return ""
+		if IsLoopbackHost(u.Hostname()) {
+			return nil
 		}
-		return fmt.Sprintf("%q uses http:// on a host that is not loopback; use https://", s)
+		return fmt.Errorf("%q uses http:// on a host that is not loopback; use https://", s)
 	default:
-		return fmt.Sprintf("%q must be an https:// URL", s)
+		return fmt.Errorf("%q must be an https:// URL", s)
 	}
 }
 
-// isLoopbackHost is idp.IsLoopbackHost: localhost (in any case, RFC 3986
-// §6.2.2.1) or a loopback address.
-func isLoopbackHost(h string) bool {
+// IsLoopbackHost reports whether h is localhost (in any case: host names
+// are case-insensitive, RFC 3986 §6.2.2.1) or a loopback address.
+func IsLoopbackHost(h string) bool {
 	if strings.EqualFold(h, "localhost") {
 		return true
 	}
@@ -526,5 +526,5 @@ func isLoopbackHost(h string) bool {
 // IsLoopbackURL reports whether s is a URL whose host is loopback.
 func IsLoopbackURL(s string) bool {
 	u, err := url.Parse(s)
-	return err == nil && isLoopbackHost(u.Hostname())
+	return err == nil && IsLoopbackHost(u.Hostname())
 }

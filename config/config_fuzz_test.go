@@ -5,8 +5,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/toolgate/toolgate/idp"
 )
 
 // FuzzParse: arbitrary bytes as the configuration file never panic. Parse
@@ -44,7 +42,7 @@ func FuzzParse(f *testing.F) {
 		if c == nil {
 			t.Fatal("Parse returned neither a configuration nor an error")
 		}
-		if err := idp.CheckFetchURL(c.PublicURL); err != nil {
+		if err := CheckURL(c.PublicURL); err != nil {
 			t.Errorf("public_url: %v", err)
 		}
 		for i, is := range c.Issuers {

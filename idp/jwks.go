@@ -7,48 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/MicahParks/jwkset"
+	"github.com/toolgate/toolgate/config"
 )
 
 // MaxJWKSBytes bounds a JWKS or discovery response. Real key sets are a few
 // KiB; anything near this is a fault or an attack.
 const MaxJWKSBytes = 1 << 20
-
-// CheckFetchURL refuses a URL that toolgate would fetch or publish unless it
-// is absolute https, or http on a loopback host (docs/configuration.md,
-// "URLs toolgate fetches or publishes").
-func CheckFetchURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute URL", s)
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if IsLoopbackHost(u.Hostname()) {
-			return nil
-		}
-		return fmt.Errorf("%q uses http:// on a host that is not loopback; use https://", s)
-	default:
-		return fmt.Errorf("%q must be an https:// URL", s)
-	}
-}
-
-// IsLoopbackHost reports whether h is localhost (in any case: host names
-// are case-insensitive, RFC 3986 §6.2.2.1) or a loopback address.
-func IsLoopbackHost(h string) bool {
-	if strings.EqualFold(h, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
 
 // jwksGuard is the transport of the JWKS fetches. keyfunc replaces its cache
 // with whatever a 200 response holds, reads bodies without a bound, and says
@@ -176,7 +145,7 @@ func refuseInsecureRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= 5 {
 		return errors.New("too many redirects")
 	}
-	return CheckFetchURL(req.URL.String())
+	return config.CheckURL(req.URL.String())
 }
 
 func discover(ctx context.Context, client *http.Client, docURL, issuer string) (string, error) {
@@ -208,7 +177,7 @@ func discover(ctx context.Context, client *http.Client, docURL, issuer string) (
 	if doc.Issuer != issuer {
 		return "", fmt.Errorf("%s names issuer %q, want %q", docURL, doc.Issuer, issuer)
 	}
-	if err := CheckFetchURL(doc.JWKSURI); err != nil {
+	if err := config.CheckURL(doc.JWKSURI); err != nil {
 		return "", fmt.Errorf("%s: jwks_uri: %w", docURL, err)
 	}
 	return doc.JWKSURI, nil

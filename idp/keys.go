@@ -11,6 +11,7 @@ import (
 
 	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
+	"github.com/toolgate/toolgate/config"
 	"golang.org/x/time/rate"
 )
 
@@ -167,7 +168,7 @@ func (v *Verifier) connect(ctx context.Context, st *issuerState) (keyfunc.Keyfun
 	u, err := jwksURL(fetchCtx, plain, st.cfg)
 	cancelFetch()
 	if err == nil {
-		err = CheckFetchURL(u)
+		err = config.CheckURL(u)
 	}
 	if err != nil {
 		return nil, nil, err

@@ -5,10 +5,11 @@ import (
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/toolgate/toolgate/config"
 )
 
 // Providers are the claim-normalisation presets an issuer may name.
-var Providers = []string{"auth0", "workos", "stytch", "oidc"}
+var Providers = config.Providers
 
 // Stytch puts organisation and session facts under namespaced claims.
 const (

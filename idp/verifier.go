@@ -16,6 +16,7 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/toolgate/toolgate/config"
 )
 
 // MaxTokenBytes is the largest token looked at; real access tokens are a
@@ -26,7 +27,7 @@ const MaxTokenBytes = 16 << 10
 // `none` and every HMAC algorithm are refused whatever the header says, so a
 // token "signed" with an issuer's public key as an HMAC secret never passes
 // (RFC 8725 §3.1, §3.2).
-var Algorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+var Algorithms = config.SigningAlgorithms
 
 // Issuer is one trusted authorization server.
 type Issuer struct {

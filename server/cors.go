@@ -6,7 +6,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/config"
 )
 
 // originKey is the form in which origins are compared (RFC 6454 §4 and
@@ -83,7 +83,7 @@ func (s *Server) checkOrigin(next http.Handler) http.Handler {
 			host = h
 		}
 		host = strings.Trim(host, "[]")
-		if !strings.EqualFold(host, s.publicHost) && !idp.IsLoopbackHost(host) {
+		if !strings.EqualFold(host, s.publicHost) && !config.IsLoopbackHost(host) {
 			s.writeError(w, errOriginForbidden)
 			return
 		}
