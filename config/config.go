@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"reflect"
@@ -35,7 +36,62 @@ type Config struct {
 	Tokens          Tokens      `yaml:"tokens"`
 	Limits          Limits      `yaml:"limits"`
 	DecisionLog     DecisionLog `yaml:"decision_log"`
+	// BuiltinTools serves the tools compiled into toolgate (add,
+	// image_generation, whoami); false makes toolgate a pure gateway.
+	BuiltinTools bool       `yaml:"builtin_tools"`
+	Upstreams    []Upstream `yaml:"upstreams"`
 }
+
+// Upstream is an MCP server whose tools toolgate serves behind its policy
+// (docs/configuration.md, "Upstream MCP servers").
+type Upstream struct {
+	// Name is the tool's server in the policy input; [a-z0-9-]{1,32}.
+	Name string `yaml:"name"`
+	// Command starts a stdio server; URL names a Streamable HTTP one.
+	// Exactly one is set.
+	Command []string `yaml:"command"`
+	URL     string   `yaml:"url"`
+	// Env is the whole environment of a stdio server, besides PATH and
+	// HOME: toolgate's own is never inherited.
+	Env map[string]string `yaml:"env"`
+	// Prefix is put before each of the upstream's tool names; nil until
+	// Validate sets the default, "<name>_". "" is allowed.
+	Prefix *string `yaml:"prefix"`
+	// Sessions is per_principal (one upstream session, or process, per
+	// iss+sub) or shared (one for everybody).
+	Sessions string `yaml:"sessions"`
+	// Timeout bounds one upstream request.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxProcesses caps the stdio processes of a per_principal upstream.
+	MaxProcesses int `yaml:"max_processes"`
+	// IdleTimeout stops a principal's session (process) unused this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	Auth        UpstreamAuth  `yaml:"auth"`
+}
+
+// UpstreamAuth is how toolgate authenticates itself to an upstream. Secrets
+// are named by environment variable, never written in the file.
+type UpstreamAuth struct {
+	// Type is none, header, client_credentials or assertion.
+	Type string `yaml:"type"`
+	// header: HeaderName: <value of the environment variable ValueEnv>.
+	HeaderName string `yaml:"header_name"`
+	ValueEnv   string `yaml:"value_env"`
+	// client_credentials (RFC 6749 §4.4) at TokenURL.
+	TokenURL        string   `yaml:"token_url"`
+	ClientID        string   `yaml:"client_id"`
+	ClientSecretEnv string   `yaml:"client_secret_env"`
+	Scopes          []string `yaml:"scopes"`
+	// Audience: client_credentials' audience parameter, or the aud of an
+	// assertion.
+	Audience string `yaml:"audience"`
+}
+
+// The values of an upstream's sessions and auth.type.
+var (
+	UpstreamSessions  = []string{"per_principal", "shared"}
+	UpstreamAuthTypes = []string{"none", "header", "client_credentials", "assertion"}
+)
 
 // DecisionLog says where and how decisions are logged.
 type DecisionLog struct {
@@ -162,8 +218,9 @@ func Default() *Config {
 		},
 		Policy: Policy{DecisionCacheSize: 10000, EvalTimeout: time.Second,
 			Bundle: Bundle{PollingInterval: 30 * time.Second, KeyID: "default", Algorithm: "RS256", StartupTimeout: 30 * time.Second}},
-		Limits:      Limits{MaxBodyBytes: 1 << 20, MaxJSONDepth: 64, MaxSessionsPerPrincipal: 100, MaxAnonymousSessionsPerAddress: 100},
-		DecisionLog: DecisionLog{Output: "stderr", Arguments: "full", Redact: []string{}, FlushInterval: 100 * time.Millisecond},
+		Limits:       Limits{MaxBodyBytes: 1 << 20, MaxJSONDepth: 64, MaxSessionsPerPrincipal: 100, MaxAnonymousSessionsPerAddress: 100},
+		DecisionLog:  DecisionLog{Output: "stderr", Arguments: "full", Redact: []string{}, FlushInterval: 100 * time.Millisecond},
+		BuiltinTools: true,
 	}
 }
 
@@ -474,10 +531,173 @@ func (c *Config) Validate() error {
 			bad("metrics.listen: %q is not host:port", c.Metrics.Listen)
 		}
 	}
+	if !c.BuiltinTools && len(c.Upstreams) == 0 {
+		bad("builtin_tools: false and no upstreams: toolgate would serve no tool")
+	}
+	prefixes := map[string]string{}
+	names := map[string]bool{}
+	for i := range c.Upstreams {
+		errs = append(errs, c.Upstreams[i].validate(fmt.Sprintf("upstreams[%d]", i), names, prefixes)...)
+	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "\n"))
 	}
 	return nil
+}
+
+// validate fills an upstream's defaults and checks it; names and prefixes
+// are those of the upstreams before it, which it extends.
+func (u *Upstream) validate(at string, names map[string]bool, prefixes map[string]string) []string {
+	var errs []string
+	bad := func(format string, a ...any) { errs = append(errs, at+"."+fmt.Sprintf(format, a...)) }
+	switch {
+	case !isUpstreamName(u.Name):
+		bad("name: %q is not 1 to 32 of a-z, 0-9 and -", u.Name)
+	case u.Name == "builtin":
+		bad(`name: "builtin" names toolgate's own tools in the policy input`)
+	case names[u.Name]:
+		bad("name: %q is configured twice", u.Name)
+	}
+	names[u.Name] = true
+	switch {
+	case len(u.Command) > 0 && u.URL != "":
+		bad("command, url: give exactly one")
+	case len(u.Command) > 0:
+		if u.Command[0] == "" {
+			bad("command[0]: empty; name the program to run")
+		}
+	case u.URL != "":
+		if err := CheckURL(u.URL); err != nil {
+			bad("url: %v", err)
+		}
+		if len(u.Env) > 0 {
+			bad("env: only for a command (stdio) upstream")
+		}
+	default:
+		bad("command, url: give exactly one")
+	}
+	for k := range u.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			bad("env: %q is not an environment variable name", k)
+		}
+	}
+	if u.Prefix == nil {
+		p := u.Name + "_"
+		u.Prefix = &p
+	}
+	if p := *u.Prefix; p != "" && !IsToolName(p) {
+		bad("prefix: %q has characters a tool name may not have (A-Z, a-z, 0-9, _, -, .)", p)
+	} else if other, ok := prefixes[p]; ok {
+		bad("prefix: %q is also the prefix of upstream %q: their tools' names would collide", p, other)
+	} else {
+		prefixes[p] = u.Name
+	}
+	if u.Sessions == "" {
+		u.Sessions = "per_principal"
+	}
+	if !slices.Contains(UpstreamSessions, u.Sessions) {
+		bad("sessions: %q is not one of %s", u.Sessions, strings.Join(UpstreamSessions, ", "))
+	}
+	if u.Timeout == 0 {
+		u.Timeout = 30 * time.Second
+	}
+	if u.Timeout < 100*time.Millisecond || u.Timeout > 10*time.Minute {
+		bad("timeout: %s is outside 100ms..10m", u.Timeout)
+	}
+	if u.MaxProcesses == 0 {
+		u.MaxProcesses = 32
+	}
+	if u.MaxProcesses < 1 || u.MaxProcesses > 10000 {
+		bad("max_processes: %d is outside 1..10000", u.MaxProcesses)
+	}
+	if u.IdleTimeout == 0 {
+		u.IdleTimeout = 10 * time.Minute
+	}
+	if u.IdleTimeout < time.Second || u.IdleTimeout > 24*time.Hour {
+		bad("idle_timeout: %s is outside 1s..24h", u.IdleTimeout)
+	}
+	return append(errs, u.Auth.validate(at+".auth")...)
+}
+
+// validate checks that an auth block has the fields of its type, and no
+// field of another type.
+func (a *UpstreamAuth) validate(at string) []string {
+	var errs []string
+	bad := func(format string, x ...any) { errs = append(errs, at+"."+fmt.Sprintf(format, x...)) }
+	if a.Type == "" {
+		a.Type = "none"
+	}
+	if !slices.Contains(UpstreamAuthTypes, a.Type) {
+		bad("type: %q is not one of %s", a.Type, strings.Join(UpstreamAuthTypes, ", "))
+		return errs
+	}
+	fields := []struct {
+		key   string
+		set   bool
+		types []string // the types that take it
+	}{
+		{"header_name", a.HeaderName != "", []string{"header"}},
+		{"value_env", a.ValueEnv != "", []string{"header"}},
+		{"token_url", a.TokenURL != "", []string{"client_credentials"}},
+		{"client_id", a.ClientID != "", []string{"client_credentials"}},
+		{"client_secret_env", a.ClientSecretEnv != "", []string{"client_credentials"}},
+		{"scopes", len(a.Scopes) > 0, []string{"client_credentials"}},
+		{"audience", a.Audience != "", []string{"client_credentials", "assertion"}},
+	}
+	for _, f := range fields {
+		takes := slices.Contains(f.types, a.Type)
+		switch {
+		case f.set && !takes:
+			bad("%s: not used by type %s", f.key, a.Type)
+		case !f.set && takes && f.key != "scopes" && (f.key != "audience" || a.Type == "assertion"):
+			bad("%s: required by type %s", f.key, a.Type)
+		}
+	}
+	if a.HeaderName != "" && !isHeaderName(a.HeaderName) {
+		bad("header_name: %q is not an HTTP header name", a.HeaderName)
+	} else if a.HeaderName != "" && slices.Contains(reservedHeaders, http.CanonicalHeaderKey(a.HeaderName)) {
+		bad("header_name: %q is set by toolgate's MCP client itself", a.HeaderName)
+	}
+	for _, k := range []struct{ key, v string }{{"value_env", a.ValueEnv}, {"client_secret_env", a.ClientSecretEnv}} {
+		if k.v != "" && strings.ContainsAny(k.v, "=\x00") {
+			bad("%s: %q is not an environment variable name", k.key, k.v)
+		}
+	}
+	if a.TokenURL != "" {
+		if err := CheckURL(a.TokenURL); err != nil {
+			bad("token_url: %v", err)
+		}
+	}
+	return errs
+}
+
+// reservedHeaders are the headers an upstream request's framing and
+// session need (MCP Streamable HTTP transport) and the hop-by-hop ones
+// (RFC 9110 §7.6.1): an auth header may not replace them.
+var reservedHeaders = []string{"Host", "Content-Length", "Content-Type", "Accept", "Connection", "Keep-Alive",
+	"Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-Id"}
+
+// isHeaderName reports whether s is an HTTP field name (RFC 9110 §5.1: a token).
+func isHeaderName(s string) bool {
+	return s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return r > 0x7e || r <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r)
+	})
+}
+
+// isUpstreamName reports whether s matches [a-z0-9-]{1,32}.
+func isUpstreamName(s string) bool {
+	return len(s) >= 1 && len(s) <= 32 && !strings.ContainsFunc(s, func(r rune) bool {
+		return !(r == '-' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9')
+	})
+}
+
+// IsToolName reports whether s is made of the characters an MCP tool name
+// may have (MCP server/tools, "Tool names": A-Z, a-z, 0-9, _, - and .),
+// 1 to 128 of them. The gateway drops an upstream tool whose name is not one.
+func IsToolName(s string) bool {
+	return len(s) >= 1 && len(s) <= 128 && !strings.ContainsFunc(s, func(r rune) bool {
+		return !(r == '_' || r == '-' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+	})
 }
 
 // The vocabularies a configuration is checked against. They are idp's

@@ -20,6 +20,7 @@ func FuzzParse(f *testing.F) {
 		"listen: 0.0.0.0:80\npublic_url: http://mcp.example.com\nunknown: 1\ntokens: {leeway: 1h, cache_size: -1}\n",
 		"anonymous: true\npolicy: {dir: rego, dry_run: true, eval_timeout: 5s}\nmetrics: {listen: \":9090\"}\ndecision_log: {arguments: hash, redact: [password]}\nlimits: {max_body_bytes: 2048, max_json_depth: 8}\n",
 		"anonymous: true\nissuers:\n  - provider: oidc\n    issuer: https://a.example\n    audience: \"\"\n  - provider: oidc\n    issuer: https://a.example\n",
+		"anonymous: true\nbuiltin_tools: false\nupstreams:\n  - {name: fs, command: [npx, srv], env: {A: b}, sessions: shared}\n  - {name: api, url: \"http://[::1]:1/mcp\", prefix: \"\", auth: {type: header, header_name: X-Key, value_env: K}}\n",
 		"- a\n- b\n",
 		"a: &a [*a]\n",
 	} {

@@ -204,3 +204,105 @@ issuers:
 		t.Fatal(err)
 	}
 }
+
+func TestParseUpstreamDefaults(t *testing.T) {
+	c, err := Parse([]byte(`
+anonymous: true
+upstreams:
+  - name: fs
+    command: [npx, -y, "@modelcontextprotocol/server-filesystem", /srv/share]
+  - name: api
+    url: http://127.0.0.1:3001/mcp
+    prefix: ""
+    sessions: shared
+    timeout: 5s
+    auth: {type: header, header_name: X-Api-Key, value_env: API_KEY}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.BuiltinTools {
+		t.Error("builtin_tools defaults to false, want true")
+	}
+	fs, api := c.Upstreams[0], c.Upstreams[1]
+	if *fs.Prefix != "fs_" || fs.Sessions != "per_principal" || fs.Timeout != 30*time.Second ||
+		fs.MaxProcesses != 32 || fs.IdleTimeout != 10*time.Minute || fs.Auth.Type != "none" {
+		t.Errorf("fs defaults: prefix %q, %+v", *fs.Prefix, fs)
+	}
+	if *api.Prefix != "" || api.Sessions != "shared" || api.Timeout != 5*time.Second || api.Auth.ValueEnv != "API_KEY" {
+		t.Errorf("api: prefix %q, %+v", *api.Prefix, api)
+	}
+}
+
+func TestParseReportsEveryUpstreamProblem(t *testing.T) {
+	_, err := Parse([]byte(`
+anonymous: true
+builtin_tools: false
+upstreams:
+  - name: Bad_Name
+    command: [x]
+    url: https://a.example/mcp
+  - name: builtin
+  - name: web
+    url: http://example.com/mcp
+    env: {A: b}
+    prefix: "a b"
+    sessions: sometimes
+    timeout: 1h
+    auth: {type: header, header_name: Mcp-Session-Id}
+  - name: web
+    command: [x]
+    prefix: web_
+    auth: {type: oauth}
+  - name: cc
+    command: [x]
+    prefix: web_
+    max_processes: -1
+    auth: {type: client_credentials, token_url: ftp://t, client_id: c, value_env: V}
+  - name: as
+    command: [x]
+    auth: {type: assertion}
+    tokn: 1
+`))
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	want := []string{
+		"line 28: upstreams[5].tokn: unknown key",
+		`upstreams[0].name: "Bad_Name" is not 1 to 32`,
+		"upstreams[0].command, url: give exactly one",
+		`upstreams[1].name: "builtin" names toolgate's own tools`,
+		"upstreams[1].command, url: give exactly one",
+		`upstreams[2].url: "http://example.com/mcp" uses http:// on a host that is not loopback`,
+		"upstreams[2].env: only for a command (stdio) upstream",
+		`upstreams[2].prefix: "a b" has characters`,
+		`upstreams[2].sessions: "sometimes" is not one of per_principal, shared`,
+		"upstreams[2].timeout: 1h0m0s is outside",
+		`upstreams[2].auth.header_name: "Mcp-Session-Id" is set by toolgate's MCP client itself`,
+		"upstreams[2].auth.value_env: required by type header",
+		`upstreams[3].name: "web" is configured twice`,
+		`upstreams[3].auth.type: "oauth" is not one of none, header, client_credentials, assertion`,
+		`upstreams[4].prefix: "web_" is also the prefix of upstream "web"`,
+		"upstreams[4].max_processes: -1 is outside",
+		"upstreams[4].auth.value_env: not used by type client_credentials",
+		"upstreams[4].auth.client_secret_env: required by type client_credentials",
+		`upstreams[4].auth.token_url: "ftp://t" must be an https:// URL`,
+		"upstreams[5].auth.audience: required by type assertion",
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Errorf("got %d lines, want %d:\n%s", len(lines), len(want), err)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%s", w, err)
+		}
+	}
+}
+
+func TestParseRefusesAGateWithoutTools(t *testing.T) {
+	_, err := Parse([]byte("anonymous: true\nbuiltin_tools: false\n"))
+	if err == nil || !strings.Contains(err.Error(), "toolgate would serve no tool") {
+		t.Errorf("err = %v", err)
+	}
+}
