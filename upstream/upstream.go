@@ -1,0 +1,629 @@
+// Package upstream discovers and calls the MCP servers toolgate puts behind
+// its gate (issue 15; docs/configuration.md, "Upstream MCP servers"). It is
+// an MCP client, on mcp-go's: it connects to each upstream (a stdio process
+// or a Streamable HTTP endpoint), lists its tools, and forwards the calls the
+// gate has allowed. It decides nothing: the server filters and enforces, as
+// for its built-in tools.
+//
+// What never crosses to an upstream: the client's Authorization header, its
+// token and its Mcp-Session-Id (MCP authorization, "Token Passthrough" is
+// forbidden). A forwarded call is a new request built from the tool's name
+// and arguments alone, on toolgate's own session with the upstream.
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/toolgate/toolgate/config"
+	"github.com/toolgate/toolgate/idp"
+)
+
+// MaxTools is how many tools one upstream may list; the rest are dropped.
+const MaxTools = 1000
+
+// Tool is one upstream tool as the gate serves it: named with the
+// upstream's prefix, its handler forwarding to the upstream.
+type Tool struct {
+	// Server is the upstream's name (the policy input's tools[_].server).
+	Server string
+	mcpserver.ServerTool
+}
+
+// Options tune a Pool.
+type Options struct {
+	Logger *slog.Logger
+	// OnChange is called after a refresh changed the tools of any
+	// upstream (one came up, went down, or listed other tools).
+	OnChange func()
+	// RefreshInterval is how often each upstream's tools are listed again;
+	// 0 is 30s. A failed call also asks for a refresh at once.
+	RefreshInterval time.Duration
+	// Reserved are names no upstream tool may take (the built-in tools').
+	Reserved []string
+	// Getenv reads the environment variables auth names (os.Getenv when nil).
+	Getenv func(string) string
+	// Version is toolgate's, sent as clientInfo.
+	Version string
+}
+
+// Pool is the configured upstreams.
+type Pool struct {
+	ups      []*Upstream
+	opts     Options
+	reserved map[string]bool
+	ctx      context.Context // the processes' and connections' lifetime
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// New builds the pool of cfgs (validated by config). It connects to
+// nothing: Start does. An auth type not built yet, or a header whose
+// environment variable is unset, is an error.
+func New(cfgs []config.Upstream, o Options) (*Pool, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.OnChange == nil {
+		o.OnChange = func() {}
+	}
+	if o.RefreshInterval <= 0 {
+		o.RefreshInterval = 30 * time.Second
+	}
+	if o.Getenv == nil {
+		o.Getenv = os.Getenv
+	}
+	p := &Pool{opts: o, reserved: map[string]bool{}}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	for _, n := range o.Reserved {
+		p.reserved[n] = true
+	}
+	var errs []error
+	for i, c := range cfgs {
+		u := &Upstream{cfg: c, pool: p, log: o.Logger.With("upstream", c.Name), sessions: map[string]*session{},
+			refresh: make(chan struct{}, 1)}
+		if c.Prefix != nil {
+			u.prefix = *c.Prefix
+		}
+		switch c.Auth.Type {
+		case "", "none":
+		case "header":
+			v := o.Getenv(c.Auth.ValueEnv)
+			if v == "" {
+				errs = append(errs, fmt.Errorf("upstreams[%d].auth.value_env: the environment variable %s is not set", i, c.Auth.ValueEnv))
+			}
+			u.headers = map[string]string{c.Auth.HeaderName: v}
+		default:
+			errs = append(errs, fmt.Errorf("upstreams[%d].auth.type: %s is not supported yet (issue 15)", i, c.Auth.Type))
+		}
+		if c.URL != "" {
+			u.http = &http.Client{
+				Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
+					ForceAttemptHTTP2: true, ResponseHeaderTimeout: c.Timeout},
+				// A redirect could carry the auth header elsewhere.
+				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			}
+		}
+		p.ups = append(p.ups, u)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Start lists every upstream's tools once, in parallel, each bounded by its
+// timeout (an upstream that is down starts without tools), then keeps them
+// current until ctx ends. It is a server.Task: the returned function waits
+// for the end, after which every session is closed and every process
+// stopped.
+func (p *Pool) Start(ctx context.Context) (func(), error) {
+	var first sync.WaitGroup
+	for _, u := range p.ups {
+		first.Go(func() { u.list(ctx) })
+	}
+	first.Wait()
+	p.opts.OnChange()
+	for _, u := range p.ups {
+		p.wg.Go(func() { u.keepCurrent(ctx) })
+	}
+	return func() { p.wg.Wait(); p.Close() }, nil
+}
+
+// Close ends every session and stops every process.
+func (p *Pool) Close() {
+	p.cancel()
+	for _, u := range p.ups {
+		u.closeAll()
+	}
+}
+
+// Tools are the tools of the upstreams that are up, in configuration order.
+// A name taken already (by a reserved name or an earlier upstream) is
+// dropped, with a log line at each refresh that finds it.
+func (p *Pool) Tools() []Tool {
+	taken := map[string]string{}
+	var out []Tool
+	for _, u := range p.ups {
+		for _, t := range u.tools() {
+			if p.reserved[t.Tool.Name] {
+				u.log.Debug("upstream tool dropped: a built-in tool has its name", "tool", t.Tool.Name)
+				continue
+			}
+			if other, ok := taken[t.Tool.Name]; ok {
+				u.log.Debug("upstream tool dropped: another upstream has its name", "tool", t.Tool.Name, "other", other)
+				continue
+			}
+			taken[t.Tool.Name] = u.cfg.Name
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Status is one upstream's state, for /readyz.
+type Status struct {
+	Name  string `json:"name"`
+	Up    bool   `json:"up"`
+	Tools int    `json:"tools"`
+	Error string `json:"error,omitempty"`
+}
+
+// Status reports every upstream, in configuration order.
+func (p *Pool) Status() []Status {
+	out := make([]Status, 0, len(p.ups))
+	for _, u := range p.ups {
+		u.mu.Lock()
+		st := Status{Name: u.cfg.Name, Up: u.up, Tools: len(u.listed)}
+		if u.lastErr != nil {
+			st.Error = u.lastErr.Error()
+		}
+		u.mu.Unlock()
+		out = append(out, st)
+	}
+	return out
+}
+
+// Upstream is one configured MCP server.
+type Upstream struct {
+	cfg     config.Upstream
+	pool    *Pool
+	log     *slog.Logger
+	prefix  string
+	headers map[string]string // auth, sent with every HTTP request
+	http    *http.Client      // pooled connections (Streamable HTTP)
+	refresh chan struct{}     // a call failed: list again now
+
+	mu       sync.Mutex
+	up       bool
+	lastErr  error
+	listed   []Tool              // as served: prefixed, with handlers
+	raw      []byte              // the listed tools as received, to tell a change
+	ctl      *session            // lists tools; serves every call when sessions: shared
+	sessions map[string]*session // per_principal: principal key -> its session
+}
+
+// session is one MCP session with the upstream (for stdio: one process).
+// ready closes once the dial is done; c or err is then set.
+type session struct {
+	ready    chan struct{}
+	c        *client.Client
+	err      error
+	lastUsed atomic.Int64 // unix nanoseconds
+	busy     atomic.Int32 // calls in flight: an idle sweep leaves it
+}
+
+// keepCurrent lists the tools again every RefreshInterval, or at once when
+// a call failed, and stops idle per-principal sessions.
+func (u *Upstream) keepCurrent(ctx context.Context) {
+	tick := min(u.pool.opts.RefreshInterval, u.cfg.IdleTimeout/2)
+	t := time.NewTicker(max(tick, 10*time.Millisecond))
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-u.refresh:
+		case <-t.C:
+			u.sweepIdle()
+			if time.Since(last) < u.pool.opts.RefreshInterval {
+				continue
+			}
+		}
+		last = time.Now()
+		if u.list(ctx) {
+			u.pool.opts.OnChange()
+		}
+	}
+}
+
+// list fetches the tool list and reports whether what is served changed.
+// On failure the upstream is down: its tools are withdrawn and its listing
+// session closed, so that the next attempt connects (or starts) afresh.
+func (u *Upstream) list(ctx context.Context) (changed bool) {
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
+	defer cancel()
+	s, err := u.control(ctx)
+	var raw []json.RawMessage
+	if err == nil {
+		raw, err = listRaw(ctx, s.c)
+	}
+	if err != nil {
+		if ctx.Err() != nil && u.pool.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer within %s", u.cfg.Timeout)
+		}
+		u.mu.Lock()
+		wasUp := u.up
+		u.up, u.lastErr, u.listed, u.raw = false, err, nil, nil
+		u.dropControl()
+		u.mu.Unlock()
+		if wasUp {
+			u.log.Error("upstream down; its tools are withdrawn", "error", err)
+		} else {
+			u.log.Warn("upstream unavailable", "error", err)
+		}
+		return wasUp
+	}
+	tools, rawAll := u.parse(raw)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	changed = !u.up || !bytes.Equal(rawAll, u.raw)
+	if !u.up {
+		u.log.Info("upstream up", "tools", len(tools))
+	}
+	u.up, u.lastErr, u.listed, u.raw = true, nil, tools, rawAll
+	return changed
+}
+
+// listRaw pages through tools/list. It asks the transport itself, so that
+// each tool's JSON, its schemas above all, reaches the client as the
+// upstream wrote it (mcp-go's typed schemas keep only some keywords).
+func listRaw(ctx context.Context, c *client.Client) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	seen := map[string]bool{}
+	cursor := ""
+	for page := 0; ; page++ {
+		params := map[string]any{}
+		if cursor != "" {
+			params["cursor"] = cursor
+		}
+		res, err := c.GetTransport().SendRequest(ctx, transport.JSONRPCRequest{
+			JSONRPC: mcp.JSONRPC_VERSION, ID: mcp.NewRequestId(fmt.Sprintf("toolgate-list-%d", listIDs.Add(1))),
+			Method: string(mcp.MethodToolsList), Params: params,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if res.Error != nil {
+			return nil, res.Error.AsError()
+		}
+		var r struct {
+			Tools      []json.RawMessage `json:"tools"`
+			NextCursor string            `json:"nextCursor"`
+		}
+		if err := json.Unmarshal(res.Result, &r); err != nil {
+			return nil, fmt.Errorf("tools/list: malformed result: %w", err)
+		}
+		out = append(out, r.Tools...)
+		if r.NextCursor == "" || len(out) > MaxTools {
+			return out, nil
+		}
+		if seen[r.NextCursor] {
+			return nil, errors.New("tools/list: the upstream repeats a cursor")
+		}
+		seen[r.NextCursor] = true
+	}
+}
+
+var listIDs atomic.Uint64
+
+// parse keeps the tools the gate can serve, each with its schemas as
+// received, and the JSON of them all (to tell a change). A tool over the
+// cap, with a name outside MCP's characters, a name listed twice, or
+// invalid x-mcp-header annotations is dropped with a log line.
+func (u *Upstream) parse(raw []json.RawMessage) ([]Tool, []byte) {
+	if len(raw) > MaxTools {
+		u.log.Warn("upstream lists too many tools; the rest are dropped", "listed", len(raw), "kept", MaxTools)
+		raw = raw[:MaxTools]
+	}
+	out := make([]Tool, 0, len(raw))
+	seen := map[string]bool{}
+	for i, b := range raw {
+		var t mcp.Tool
+		var schemas struct {
+			Input  json.RawMessage `json:"inputSchema"`
+			Output json.RawMessage `json:"outputSchema"`
+		}
+		if err := json.Unmarshal(b, &t); err != nil || json.Unmarshal(b, &schemas) != nil {
+			u.log.Warn("upstream tool dropped: malformed", "index", i, "error", err)
+			continue
+		}
+		name := t.Name
+		switch {
+		case !config.IsToolName(name) || !config.IsToolName(u.prefix+name):
+			u.log.Warn("upstream tool dropped: its name is not a valid MCP tool name", "tool", fmt.Sprintf("%.140q", name))
+			continue
+		case seen[name]:
+			u.log.Warn("upstream tool dropped: listed twice", "tool", name)
+			continue
+		}
+		seen[name] = true
+		t.InputSchema, t.RawInputSchema = mcp.ToolInputSchema{}, schemas.Input
+		if len(bytes.TrimSpace(t.RawInputSchema)) == 0 || string(t.RawInputSchema) == "null" {
+			t.RawInputSchema = json.RawMessage(`{"type":"object"}`)
+		}
+		t.OutputSchema, t.RawOutputSchema = mcp.ToolOutputSchema{}, nil
+		if len(schemas.Output) > 0 && string(schemas.Output) != "null" {
+			t.RawOutputSchema = schemas.Output
+		}
+		if err := mcp.ValidateParamHeaderAnnotations(&t); err != nil {
+			u.log.Warn("upstream tool dropped: invalid x-mcp-header annotations", "tool", name, "error", err)
+			continue
+		}
+		t.Name = u.prefix + name
+		out = append(out, Tool{Server: u.cfg.Name, ServerTool: mcpserver.ServerTool{Tool: t, Handler: u.forward(name)}})
+	}
+	all, _ := json.Marshal(raw)
+	return out, all
+}
+
+func (u *Upstream) tools() []Tool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.listed)
+}
+
+// forward is the handler of the upstream tool name: a new request with the
+// tool's own name and the arguments, nothing else of the client's.
+func (u *Upstream) forward(name string) mcpserver.ToolHandlerFunc {
+	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		ctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
+		defer cancel()
+		s, key, err := u.sessionFor(ctx)
+		if err != nil {
+			return u.failed(ctx, err), nil
+		}
+		s.busy.Add(1)
+		defer s.busy.Add(-1)
+		s.lastUsed.Store(time.Now().UnixNano())
+		res, err := s.c.CallTool(ctx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: name, Arguments: req.Params.Arguments}})
+		var te *transport.Error
+		switch {
+		case err == nil:
+			return res, nil
+		case errors.As(err, &te) || ctx.Err() != nil:
+			// The session may be dead (a crashed process, a lost
+			// connection): the next call opens another, and the
+			// tools are listed again to tell whether the upstream is up.
+			u.drop(key, s)
+			return u.failed(ctx, err), nil
+		default:
+			return nil, err // the upstream's JSON-RPC error, as it sent it
+		}
+	}
+}
+
+// failed is the result of a call that did not reach an answer.
+func (u *Upstream) failed(ctx context.Context, err error) *mcp.CallToolResult {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return mcp.NewToolResultError(fmt.Sprintf("upstream %s did not answer within %s", u.cfg.Name, u.cfg.Timeout))
+	}
+	var ce *capError
+	if errors.As(err, &ce) {
+		return mcp.NewToolResultError(ce.Error())
+	}
+	u.log.Warn("upstream call failed", "error", err)
+	// Is the upstream down, or was it this session? Listing again tells.
+	select {
+	case u.refresh <- struct{}{}:
+	default:
+	}
+	return mcp.NewToolResultError(fmt.Sprintf("upstream %s is unavailable", u.cfg.Name))
+}
+
+type capError struct{ msg string }
+
+func (e *capError) Error() string { return e.msg }
+
+// sessionFor is the session a call of the principal in ctx goes on: the
+// shared one, or the principal's own (opened on first use; for stdio, at
+// most max_processes of them).
+func (u *Upstream) sessionFor(ctx context.Context) (*session, string, error) {
+	if u.cfg.Sessions == "shared" {
+		s, err := u.control(ctx)
+		return s, "", err
+	}
+	p, ok := idp.PrincipalFrom(ctx)
+	if !ok {
+		return nil, "", errors.New("no principal")
+	}
+	key := p.Key()
+	u.mu.Lock()
+	s, ok := u.sessions[key]
+	if !ok {
+		if len(u.cfg.Command) > 0 && len(u.sessions) >= u.cfg.MaxProcesses {
+			u.mu.Unlock()
+			u.log.Warn("upstream at max_processes; a new principal is refused", "max_processes", u.cfg.MaxProcesses)
+			return nil, "", &capError{fmt.Sprintf("upstream %s is at its limit of %d processes; try again later", u.cfg.Name, u.cfg.MaxProcesses)}
+		}
+		s = u.dial()
+		u.sessions[key] = s
+	}
+	u.mu.Unlock()
+	return s, key, u.wait(ctx, key, s)
+}
+
+// control is the listing session, which serves the calls when sessions are
+// shared; it is opened on first use.
+func (u *Upstream) control(ctx context.Context) (*session, error) {
+	u.mu.Lock()
+	s := u.ctl
+	if s == nil {
+		s = u.dial()
+		u.ctl = s
+	}
+	u.mu.Unlock()
+	return s, u.wait(ctx, "", s)
+}
+
+// wait waits for s's dial; a failed one is forgotten, so the next use dials
+// again.
+func (u *Upstream) wait(ctx context.Context, key string, s *session) error {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if s.err != nil {
+		u.drop(key, s)
+	}
+	return s.err
+}
+
+// drop forgets s (under key; "" is the control session) and closes it.
+func (u *Upstream) drop(key string, s *session) {
+	u.mu.Lock()
+	if key == "" && u.ctl == s {
+		u.ctl = nil
+	} else if key != "" && u.sessions[key] == s {
+		delete(u.sessions, key)
+	}
+	u.mu.Unlock()
+	go s.close()
+}
+
+// dropControl forgets the control session; the caller holds u.mu.
+func (u *Upstream) dropControl() {
+	if s := u.ctl; s != nil {
+		u.ctl = nil
+		go s.close()
+	}
+}
+
+// sweepIdle closes the per-principal sessions unused for idle_timeout.
+func (u *Upstream) sweepIdle() {
+	cutoff := time.Now().Add(-u.cfg.IdleTimeout).UnixNano()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for k, s := range u.sessions {
+		select {
+		case <-s.ready:
+		default:
+			continue // still dialling
+		}
+		if s.busy.Load() == 0 && s.lastUsed.Load() < cutoff {
+			delete(u.sessions, k)
+			go s.close()
+		}
+	}
+}
+
+func (u *Upstream) closeAll() {
+	u.mu.Lock()
+	all := make([]*session, 0, len(u.sessions)+1)
+	for _, s := range u.sessions {
+		all = append(all, s)
+	}
+	if u.ctl != nil {
+		all = append(all, u.ctl)
+	}
+	u.ctl, u.sessions = nil, map[string]*session{}
+	u.mu.Unlock()
+	for _, s := range all {
+		s.close()
+	}
+}
+
+func (s *session) close() {
+	<-s.ready
+	if s.c != nil {
+		_ = s.c.Close()
+	}
+}
+
+// dial opens a session in the background, bounded by the upstream's
+// timeout; the session lives until it is closed, whoever asked for it.
+func (u *Upstream) dial() *session {
+	s := &session{ready: make(chan struct{})}
+	s.lastUsed.Store(time.Now().UnixNano())
+	go func() {
+		defer close(s.ready)
+		s.c, s.err = u.connect()
+	}()
+	return s
+}
+
+// connect starts the process or opens the HTTP session, and initializes it
+// (MCP lifecycle, "Initialization"), with the classic handshake every
+// current server speaks.
+func (u *Upstream) connect() (*client.Client, error) {
+	var t transport.Interface
+	if u.cfg.URL != "" {
+		h, err := transport.NewStreamableHTTP(u.cfg.URL, transport.WithHTTPBasicClient(u.http),
+			transport.WithHTTPHeaders(u.headers), transport.WithHTTPLogger(u.log))
+		if err != nil {
+			return nil, err
+		}
+		t = h
+	} else {
+		t = transport.NewStdioWithOptions(u.cfg.Command[0], u.environ(), u.cfg.Command[1:],
+			transport.WithCommandFunc(func(_ context.Context, name string, env, args []string) (*exec.Cmd, error) {
+				cmd := exec.Command(name, args...) // lives until the session closes, not a request
+				cmd.Env = env
+				return cmd, nil
+			}),
+			transport.WithCommandLogger(u.log))
+	}
+	// The handshake, not server/discover: a per_principal session is a
+	// protocol session, which the stateless 2026-07-28 core has not.
+	c := client.NewClient(t, client.WithLegacyProtocolOnly())
+	ctx, cancel := context.WithTimeout(u.pool.ctx, u.cfg.Timeout)
+	defer cancel()
+	if err := c.Start(u.pool.ctx); err != nil {
+		return nil, err
+	}
+	req := mcp.InitializeRequest{}
+	req.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
+	req.Params.ClientInfo = mcp.Implementation{Name: "toolgate", Version: u.pool.opts.Version}
+	if _, err := c.Initialize(ctx, req); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("initialize: %w", err)
+	}
+	return c, nil
+}
+
+// environ is a stdio server's whole environment: its env, and PATH and HOME
+// unless env sets them. toolgate's own variables (its secrets among them)
+// are not inherited.
+func (u *Upstream) environ() []string {
+	env := make([]string, 0, len(u.cfg.Env)+2)
+	for _, k := range []string{"PATH", "HOME"} {
+		if _, ok := u.cfg.Env[k]; !ok {
+			if v, ok := os.LookupEnv(k); ok {
+				env = append(env, k+"="+v)
+			}
+		}
+	}
+	for k, v := range u.cfg.Env {
+		env = append(env, k+"="+v)
+	}
+	slices.Sort(env)
+	return env
+}

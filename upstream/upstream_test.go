@@ -1,0 +1,249 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/toolgate/toolgate/config"
+	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/upstream/upstreamtest"
+)
+
+// A test binary started with UPSTREAMTEST_STDIO=1 is a stdio upstream.
+func TestMain(m *testing.M) {
+	if os.Getenv("UPSTREAMTEST_STDIO") == "1" {
+		if err := upstreamtest.ServeStdio(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// upstreamConfig is a validated configuration of one upstream.
+func upstreamConfig(t *testing.T, yaml string) config.Upstream {
+	t.Helper()
+	c, err := config.Parse([]byte("anonymous: true\nupstreams:\n  - " + strings.ReplaceAll(strings.TrimSpace(yaml), "\n", "\n    ") + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Upstreams[0]
+}
+
+// startPool starts a pool of cfgs until the test ends.
+func startPool(t *testing.T, o Options, cfgs ...config.Upstream) *Pool {
+	t.Helper()
+	p, err := New(cfgs, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	wait, err := p.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); wait() })
+	return p
+}
+
+func toolNamed(t *testing.T, p *Pool, name string) Tool {
+	t.Helper()
+	for _, tl := range p.Tools() {
+		if tl.Tool.Name == name {
+			return tl
+		}
+	}
+	t.Fatalf("no tool %s among %v", name, names(p.Tools()))
+	return Tool{}
+}
+
+func names(ts []Tool) []string {
+	out := make([]string, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, t.Tool.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func asPrincipal(sub string) context.Context {
+	return idp.WithPrincipal(context.Background(), &idp.Principal{Iss: "https://issuer.example", Sub: sub})
+}
+
+// call calls tool as the principal sub, with a request that carries what a
+// client's does: its token and session id.
+func call(t *testing.T, tl Tool, sub string, args map[string]any) *mcp.CallToolResult {
+	t.Helper()
+	req := mcp.CallToolRequest{Header: map[string][]string{"Authorization": {"Bearer client-token"}, "Mcp-Session-Id": {"client-session"}}}
+	req.Params.Name, req.Params.Arguments = tl.Tool.Name, args
+	res, err := tl.Handler(asPrincipal(sub), req)
+	if err != nil {
+		t.Fatalf("%s: %v", tl.Tool.Name, err)
+	}
+	return res
+}
+
+func text(res *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(mcp.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
+}
+
+func TestListsToolsPrefixedWithTheirDefinitionsUnchanged(t *testing.T) {
+	up := upstreamtest.Start(t,
+		json.RawMessage(`{"name":"bad name","inputSchema":{"type":"object"}}`),
+		json.RawMessage(`{"name":"echo","description":"a second echo","inputSchema":{"type":"object"}}`),
+		json.RawMessage(`{"name":"`+strings.Repeat("x", 129)+`","inputSchema":{"type":"object"}}`),
+	)
+	p := startPool(t, Options{Reserved: []string{"up_session"}}, upstreamConfig(t, "name: up\nurl: "+up.URL))
+	if got, want := names(p.Tools()), []string{"up_echo", "up_env", "up_slow"}; !slices.Equal(got, want) {
+		t.Errorf("tools = %v, want %v (bad names, a repeat and a reserved name dropped)", got, want)
+	}
+	echo := toolNamed(t, p, "up_echo")
+	if echo.Server != "up" || echo.Tool.Description != "Echoes text." || echo.Tool.Annotations.Title != "Echo" ||
+		echo.Tool.Annotations.ReadOnlyHint == nil || !*echo.Tool.Annotations.ReadOnlyHint {
+		t.Errorf("echo = %+v", echo)
+	}
+	var got, want any
+	_ = json.Unmarshal(echo.Tool.RawInputSchema, &got)
+	_ = json.Unmarshal([]byte(upstreamtest.EchoSchema), &want)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("input schema = %s, want %s", echo.Tool.RawInputSchema, upstreamtest.EchoSchema)
+	}
+	if st := p.Status(); len(st) != 1 || !st[0].Up || st[0].Tools != 4 {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+// A call reaches the upstream as a request of toolgate's own: with the
+// configured auth header, never the client's token or session id, and the
+// result comes back as the upstream made it.
+func TestForwardsACallWithoutTheClientsToken(t *testing.T) {
+	up := upstreamtest.Start(t)
+	cfg := upstreamConfig(t, "name: up\nurl: "+up.URL+"\nauth: {type: header, header_name: X-Api-Key, value_env: UP_KEY}")
+	p := startPool(t, Options{Getenv: envMap{"UP_KEY": "k-123"}.get}, cfg)
+	res := call(t, toolNamed(t, p, "up_echo"), "alice", map[string]any{"text": "hi"})
+	if res.IsError || text(res) != "hi" {
+		t.Fatalf("result = %+v", res)
+	}
+	if m, _ := res.StructuredContent.(map[string]any); m["echoed"] != "hi" {
+		t.Errorf("structuredContent = %v", res.StructuredContent)
+	}
+	if res.Meta == nil || res.Meta.AdditionalFields["upstream"] != "upstreamtest" {
+		t.Errorf("_meta = %+v", res.Meta)
+	}
+	reqs := up.Requests()
+	if len(reqs) == 0 {
+		t.Fatal("the upstream got nothing")
+	}
+	for _, r := range reqs {
+		if r.Header.Get("X-Api-Key") != "k-123" {
+			t.Errorf("%s: X-Api-Key = %q", r.Method, r.Header.Get("X-Api-Key"))
+		}
+		if r.Header.Get("Authorization") != "" || r.Header.Get("Mcp-Session-Id") == "client-session" {
+			t.Errorf("%s: the client's credentials reached the upstream: %v", r.Method, r.Header)
+		}
+	}
+}
+
+func TestRefusesAnAuthTypeNotBuiltAndAnUnsetSecret(t *testing.T) {
+	_, err := New([]config.Upstream{
+		upstreamConfig(t, "name: a\nurl: https://a.example/mcp\nauth: {type: header, header_name: X-Key, value_env: UNSET_KEY}"),
+		upstreamConfig(t, "name: b\nurl: https://b.example/mcp\nauth: {type: assertion, audience: b}"),
+	}, Options{Getenv: func(string) string { return "" }})
+	if err == nil || !strings.Contains(err.Error(), "UNSET_KEY is not set") || !strings.Contains(err.Error(), "assertion is not supported yet") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+// per_principal: each principal its own upstream session; shared: one.
+func TestSessionsPerPrincipalOrShared(t *testing.T) {
+	up := upstreamtest.Start(t)
+	for _, tc := range []struct {
+		sessions string
+		same     bool
+	}{{"per_principal", false}, {"shared", true}} {
+		t.Run(tc.sessions, func(t *testing.T) {
+			p := startPool(t, Options{}, upstreamConfig(t, "name: up\nurl: "+up.URL+"\nsessions: "+tc.sessions))
+			tl := toolNamed(t, p, "up_session")
+			alice1, bob, alice2 := text(call(t, tl, "alice", nil)), text(call(t, tl, "bob", nil)), text(call(t, tl, "alice", nil))
+			if alice1 == "" || alice1 != alice2 {
+				t.Errorf("alice's sessions: %q then %q, want one", alice1, alice2)
+			}
+			if (alice1 == bob) != tc.same {
+				t.Errorf("alice %q, bob %q: same = %v, want %v", alice1, bob, alice1 == bob, tc.same)
+			}
+		})
+	}
+}
+
+// An upstream that goes down loses its tools: a call to it answers an
+// error at once, and makes the pool list its tools again, which withdraws
+// them.
+func TestADeadUpstreamLosesItsTools(t *testing.T) {
+	up := upstreamtest.Start(t)
+	changed := make(chan struct{}, 8)
+	p := startPool(t, Options{OnChange: func() { changed <- struct{}{} }}, upstreamConfig(t, "name: up\nurl: "+up.URL))
+	<-changed // the first listing
+	echo := toolNamed(t, p, "up_echo")
+	up.Close()
+	if res := call(t, echo, "alice", map[string]any{"text": "x"}); !res.IsError || !strings.Contains(text(res), "upstream up is unavailable") {
+		t.Errorf("call to a dead upstream = %+v", res)
+	}
+	<-changed
+	if ts := p.Tools(); len(ts) != 0 {
+		t.Errorf("tools of a dead upstream: %v", names(ts))
+	}
+	if st := p.Status(); st[0].Up || st[0].Error == "" {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+// A stdio upstream's process gets its env and PATH and HOME, none of
+// toolgate's own variables; per principal, at most max_processes.
+func TestStdioProcessesGetOnlyTheirEnvAndAreCapped(t *testing.T) {
+	t.Setenv("TOOLGATE_TEST_SECRET", "s3cret")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := upstreamConfig(t, fmt.Sprintf("name: local\ncommand: [%q]\nenv: {UPSTREAMTEST_STDIO: \"1\", GREETING: hello}\nmax_processes: 1", exe))
+	p := startPool(t, Options{}, cfg)
+	res := call(t, toolNamed(t, p, "local_env"), "alice", nil)
+	var env []string
+	if err := json.Unmarshal([]byte(text(res)), &env); err != nil {
+		t.Fatalf("env: %v: %s", err, text(res))
+	}
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains([]string{"PATH", "HOME", "UPSTREAMTEST_STDIO", "GREETING"}, k) {
+			t.Errorf("the process got %s", kv)
+		}
+	}
+	if !slices.Contains(env, "GREETING=hello") {
+		t.Errorf("env = %v, want GREETING=hello", env)
+	}
+	if res := call(t, toolNamed(t, p, "local_env"), "bob", nil); !res.IsError || !strings.Contains(text(res), "limit of 1 processes") {
+		t.Errorf("a second principal at max_processes 1 = %+v", res)
+	}
+	if res := call(t, toolNamed(t, p, "local_env"), "alice", nil); res.IsError {
+		t.Errorf("alice again = %+v", res)
+	}
+}
+
+type envMap map[string]string
+
+func (m envMap) get(k string) string { return m[k] }
