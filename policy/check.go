@@ -57,11 +57,11 @@ func Check(src Source, catalog []Tool) (Findings, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, findings := check(src, res, catalog)
+	_, findings := check(src, res, catalog, false)
 	return findings, nil
 }
 
-func check(src Source, res *loader.Result, catalog []Tool) (*ast.Compiler, Findings) {
+func check(src Source, res *loader.Result, catalog []Tool, dynamic bool) (*ast.Compiler, Findings) {
 	modules := res.ParsedModules()
 	if !hasPackage(modules, "data.mcp.authz") {
 		return nil, Findings{{File: src.String(), Severity: "error", Message: "no module declares package mcp.authz"}}
@@ -77,7 +77,7 @@ func check(src Source, res *loader.Result, catalog []Tool) (*ast.Compiler, Findi
 			out = append(out, astFindings(errs)...)
 		}
 	}
-	out = append(out, lintToolRules(src, res.Documents, catalog)...)
+	out = append(out, lintToolRules(src, res.Documents, catalog, dynamic)...)
 	if len(out.Errors()) == 0 {
 		out = append(out, lintInvisible(c, res, catalog)...)
 	}
@@ -111,8 +111,9 @@ func astFindings(errs ast.Errors) Findings {
 
 // lintToolRules checks the tool names of data.tool_rules (the default
 // policy's layout) against the catalog, at their line in the data file when
-// there is one.
-func lintToolRules(src Source, data map[string]any, catalog []Tool) Findings {
+// there is one. With a dynamic catalog (the gateway's) an unknown name is
+// only a warning: its upstream may be down, or not listed yet.
+func lintToolRules(src Source, data map[string]any, catalog []Tool, dynamic bool) Findings {
 	rules, _ := data["tool_rules"].(map[string]any)
 	known := map[string]bool{}
 	for _, t := range catalog {
@@ -127,7 +128,11 @@ func lintToolRules(src Source, data map[string]any, catalog []Tool) Findings {
 	slices.Sort(names)
 	var out Findings
 	for _, n := range names {
-		f := Finding{File: src.String() + " data", Line: 1, Severity: "error",
+		severity := "error"
+		if dynamic {
+			severity = "warning"
+		}
+		f := Finding{File: src.String() + " data", Line: 1, Severity: severity,
 			Message: fmt.Sprintf("tool_rules names %q, which is not a tool of the catalog (%s)", n, strings.Join(catalogNames(catalog), ", "))}
 		for _, name := range []string{"data.json", "data.yaml", "data.yml"} {
 			if b, path, err := readSourceFile(src, name); err == nil && strings.Contains(string(b), n) {

@@ -85,7 +85,7 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	// The operator's modules alone first, through the same check as
 	// `toolgate policy check`, so that every error names the operator's file
 	// and line; then with the wrapper.
-	checked, findings := check(src, res, e.toolList)
+	checked, findings := check(src, res, e.toolList, e.opts.DynamicCatalog)
 	if errs := findings.Errors(); len(errs) > 0 {
 		return nil, errs
 	}
@@ -127,11 +127,16 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	if c.call, err = prepare(callQuery); err != nil {
 		return nil, err
 	}
+	e.newCaches(c)
+	return c, nil
+}
+
+// newCaches gives c empty caches (none when caching is off).
+func (e *Engine) newCaches(c *compiled) {
 	if e.opts.CacheSize > 0 {
 		c.visible, _ = lru.New[string, map[string]bool](e.opts.CacheSize)
 		c.calls, _ = lru.New[[sha256.Size]byte, Decision](e.opts.CacheSize)
 	}
-	return c, nil
 }
 
 const wrapperFile = "toolgate/wrapper.rego"

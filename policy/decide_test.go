@@ -139,7 +139,7 @@ required_scopes := {"x:write"} if input.tool.name == "hidden"
 }
 
 // The policy sees a call as the contract describes: action tools/call, the
-// tool's name and catalog annotations, the arguments, and the whole catalog.
+// tool's name, catalog annotations and server, the arguments, and the whole catalog.
 func TestDecideCallInput(t *testing.T) {
 	t.Parallel()
 	dir := policyDir(t, map[string]string{
@@ -163,11 +163,11 @@ reason := json.marshal({
 		want string
 	}{
 		{"annotations come from the catalog", "a", map[string]any{"x": "y", "n": 2},
-			`{"action":"tools/call","arguments":{"n":2,"x":"y"},"tool":{"annotations":{"readOnlyHint":true},"name":"a"},"tools":2}`},
+			`{"action":"tools/call","arguments":{"n":2,"x":"y"},"tool":{"annotations":{"readOnlyHint":true},"name":"a","server":"builtin"},"tools":2}`},
 		{"nil annotations and arguments are empty objects", "b", nil,
-			`{"action":"tools/call","arguments":{},"tool":{"annotations":{},"name":"b"},"tools":2}`},
-		{"tool outside the catalog has empty annotations", "zzz", map[string]any{},
-			`{"action":"tools/call","arguments":{},"tool":{"annotations":{},"name":"zzz"},"tools":2}`},
+			`{"action":"tools/call","arguments":{},"tool":{"annotations":{},"name":"b","server":"builtin"},"tools":2}`},
+		{"tool outside the catalog has empty annotations and server", "zzz", map[string]any{},
+			`{"action":"tools/call","arguments":{},"tool":{"annotations":{},"name":"zzz","server":""},"tools":2}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

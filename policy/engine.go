@@ -52,6 +52,11 @@ type Options struct {
 	// off. Caching assumes what OPA's own caches assume: a decision depends
 	// only on the input and the data (no time.now_ns, http.send, rand).
 	CacheSize int
+	// DynamicCatalog says the catalog changes while toolgate serves (the
+	// gateway's upstream tools, SetCatalog): a tool_rules entry naming a
+	// tool the catalog lacks is then a warning, not an error, since its
+	// upstream may be down or not listed yet.
+	DynamicCatalog bool
 }
 
 // Engine holds the compiled policy and swaps it atomically on reload, so an
@@ -105,6 +110,24 @@ func New(src Source, catalog []Tool, opts Options) (*Engine, error) {
 	}
 	e.cur.Store(c)
 	return e, nil
+}
+
+// SetCatalog puts a new catalog in force: the gateway's upstream tools
+// changed. The policy stays; its caches, whose answers were made for the
+// old catalog, are dropped.
+func (e *Engine) SetCatalog(catalog []Tool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// The catalog first, then the caches: an evaluation that finds the new
+	// caches reads the new catalog.
+	if err := e.in.set(catalog); err != nil {
+		return err
+	}
+	e.toolList = catalog
+	c := *e.cur.Load()
+	e.newCaches(&c)
+	e.cur.Store(&c)
+	return nil
 }
 
 // Revision is the content hash of the policy in force.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -39,33 +40,62 @@ type Tool struct {
 	Name        string         `json:"name"`
 	Description string         `json:"description"`
 	Annotations map[string]any `json:"annotations"`
+	// Server is "builtin" for toolgate's own tools, or the name of the
+	// upstream MCP server that serves the tool; "" is taken for "builtin".
+	Server string `json:"server"`
 }
 
-// catalogInput is the catalog as policy input (input.tools), and each
-// tool's annotations (input.tool.annotations), parsed once.
-type catalogInput struct {
+// Builtin is the Server of toolgate's own tools.
+const Builtin = "builtin"
+
+// catalogInput is the catalog in force as policy input. The gateway's
+// catalog changes while toolgate serves (Engine.SetCatalog), so it is
+// behind an atomic pointer that every copy of the catalogInput shares.
+type catalogInput struct{ cur *atomic.Pointer[catalogData] }
+
+// catalogData is one catalog as policy input (input.tools), and each
+// tool's annotations and server (input.tool), parsed once.
+type catalogData struct {
 	tools  ast.Value
-	annots map[string]ast.Value
+	byName map[string]toolInput
+}
+
+type toolInput struct {
+	annotations ast.Value
+	server      *ast.Term
 }
 
 func newCatalogInput(catalog []Tool) (catalogInput, error) {
-	c := catalogInput{annots: make(map[string]ast.Value, len(catalog))}
+	c := catalogInput{cur: new(atomic.Pointer[catalogData])}
+	return c, c.set(catalog)
+}
+
+// set puts catalog in force.
+func (c catalogInput) set(catalog []Tool) error {
+	d := &catalogData{byName: make(map[string]toolInput, len(catalog))}
 	list := make([]any, 0, len(catalog))
 	for _, t := range catalog {
 		ann := t.Annotations
 		if ann == nil {
 			ann = map[string]any{}
 		}
-		list = append(list, map[string]any{"name": t.Name, "description": t.Description, "annotations": ann})
+		server := t.Server
+		if server == "" {
+			server = Builtin
+		}
+		list = append(list, map[string]any{"name": t.Name, "description": t.Description, "annotations": ann, "server": server})
 		v, err := ast.InterfaceToValue(ann)
 		if err != nil {
-			return c, fmt.Errorf("tool %s: annotations: %w", t.Name, err)
+			return fmt.Errorf("tool %s: annotations: %w", t.Name, err)
 		}
-		c.annots[t.Name] = v
+		d.byName[t.Name] = toolInput{annotations: v, server: ast.StringTerm(server)}
 	}
 	var err error
-	c.tools, err = ast.InterfaceToValue(list)
-	return c, err
+	if d.tools, err = ast.InterfaceToValue(list); err != nil {
+		return err
+	}
+	c.cur.Store(d)
+	return nil
 }
 
 // ErrArgumentsInvalid is a call whose arguments are not a JSON object: the
@@ -75,6 +105,7 @@ var ErrArgumentsInvalid = errors.New("arguments must be a JSON object")
 // input builds the policy input as an AST value: the catalog is parsed once
 // at start, the rest per evaluation.
 func (c catalogInput) input(p *idp.Principal, action, tool string, args []byte) (ast.Value, error) {
+	d := c.cur.Load()
 	principal, err := ast.InterfaceToValue(p.Input())
 	if err != nil {
 		return nil, err
@@ -82,12 +113,12 @@ func (c catalogInput) input(p *idp.Principal, action, tool string, args []byte) 
 	items := [][2]*ast.Term{
 		ast.Item(ast.InternedTerm("principal"), ast.NewTerm(principal)),
 		ast.Item(ast.InternedTerm("action"), ast.StringTerm(action)),
-		ast.Item(ast.InternedTerm("tools"), ast.NewTerm(c.tools)),
+		ast.Item(ast.InternedTerm("tools"), ast.NewTerm(d.tools)),
 	}
 	if action == ActionCall {
-		ann, ok := c.annots[tool]
+		t, ok := d.byName[tool]
 		if !ok {
-			ann = ast.NewObject()
+			t = toolInput{annotations: ast.NewObject(), server: ast.StringTerm("")}
 		}
 		arguments := ast.Value(ast.NewObject())
 		if len(bytes.TrimSpace(args)) > 0 && string(bytes.TrimSpace(args)) != "null" {
@@ -105,7 +136,8 @@ func (c catalogInput) input(p *idp.Principal, action, tool string, args []byte) 
 		items = append(items,
 			ast.Item(ast.InternedTerm("tool"), ast.ObjectTerm(
 				ast.Item(ast.InternedTerm("name"), ast.StringTerm(tool)),
-				ast.Item(ast.InternedTerm("annotations"), ast.NewTerm(ann)),
+				ast.Item(ast.InternedTerm("annotations"), ast.NewTerm(t.annotations)),
+				ast.Item(ast.InternedTerm("server"), t.server),
 			)),
 			ast.Item(ast.InternedTerm("arguments"), ast.NewTerm(arguments)),
 		)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/toolgate/toolgate/idp"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/upstream"
 )
 
 // The server is built from parts it takes as these small interfaces, so
@@ -37,6 +38,23 @@ type Decider interface {
 	Revision() string
 	LoadedAt() time.Time
 	LastError() error
+}
+
+// CatalogSetter is a Decider whose catalog can change while it serves
+// (*policy.Engine is one): the gateway's upstream tools come and go.
+type CatalogSetter interface {
+	SetCatalog(catalog []policy.Tool) error
+}
+
+// Upstreams are the MCP servers behind the gate (issue 15); an
+// *upstream.Pool is one. The server serves their tools beside its own,
+// filtered and enforced the same way, and names them in /readyz.
+type Upstreams interface {
+	// Tools are the tools of the upstreams that are up, named as the
+	// client sees them, each with a handler that forwards the call.
+	Tools() []upstream.Tool
+	// Status reports each upstream's state.
+	Status() []upstream.Status
 }
 
 // A Task keeps a part current while the server serves: the issuers' key
@@ -75,6 +93,15 @@ func (e *Events) JWKSRefreshed(issuer string, err error, keys int) {
 func (e *Events) PolicySwapped(revision string) {
 	if s := e.srv.Load(); s != nil {
 		s.policyChanged(revision)
+	}
+}
+
+// UpstreamsChanged puts the upstreams' tools as they are now in the policy
+// catalog and the tool list, and tells the sessions
+// (upstream.Options.OnChange).
+func (e *Events) UpstreamsChanged() {
+	if s := e.srv.Load(); s != nil {
+		s.upstreamsChanged()
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -42,8 +44,11 @@ type Options struct {
 	AuthorizationServers []string
 	// Decider is the policy, built for the catalog of Tools.
 	Decider Decider
-	// Tools are the tools served.
+	// Tools are the tools served (the built-in ones).
 	Tools []mcpserver.ServerTool
+	// Upstreams, when set, serve their tools beside Tools; the Decider
+	// should then be a CatalogSetter, which gets each new catalog.
+	Upstreams Upstreams
 	// Tasks keep the parts current while the server serves (see Task).
 	Tasks []Task
 	// Events, when the parts report to it, is bound to this server's
@@ -74,6 +79,9 @@ type Server struct {
 	dryRun      bool
 	catalog     []string
 	tasks       []Task
+	builtin     []mcpserver.ServerTool
+	upstreams   Upstreams
+	upstreamMu  sync.Mutex // serialises upstreamsChanged
 }
 
 // SessionIdleTTL is how long an MCP session may stay idle before it is
@@ -104,6 +112,8 @@ func New(o Options) (*Server, error) {
 		publicHost:  pub.Hostname(),
 		dryRun:      cfg.Policy.DryRun,
 		tasks:       o.Tasks,
+		builtin:     o.Tools,
+		upstreams:   o.Upstreams,
 	}
 	for _, t := range o.Tools {
 		s.catalog = append(s.catalog, t.Tool.Name)
@@ -178,17 +188,47 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
-// Catalog is what the policy sees of the tools.
+// Catalog is what the policy sees of the tools (the built-in ones).
 func Catalog(tools []mcpserver.ServerTool) []policy.Tool {
 	out := make([]policy.Tool, 0, len(tools))
 	for _, t := range tools {
-		var ann map[string]any
-		if b, err := json.Marshal(t.Tool.Annotations); err == nil {
-			_ = json.Unmarshal(b, &ann)
-		}
-		out = append(out, policy.Tool{Name: t.Tool.Name, Description: t.Tool.Description, Annotations: ann})
+		out = append(out, catalogTool(t.Tool, policy.Builtin))
 	}
 	return out
+}
+
+func catalogTool(t mcp.Tool, server string) policy.Tool {
+	var ann map[string]any
+	if b, err := json.Marshal(t.Annotations); err == nil {
+		_ = json.Unmarshal(b, &ann)
+	}
+	return policy.Tool{Name: t.Name, Description: t.Description, Annotations: ann, Server: server}
+}
+
+// upstreamsChanged serves the upstreams' tools as they are now: the policy
+// gets the new catalog first, so that a tool is never served before the
+// policy knows its server; then the tool list is replaced, which tells the
+// sessions (MCP server/tools, "List Changed Notification").
+func (s *Server) upstreamsChanged() {
+	if s.upstreams == nil {
+		return
+	}
+	s.upstreamMu.Lock()
+	defer s.upstreamMu.Unlock()
+	ups := s.upstreams.Tools()
+	catalog := Catalog(s.builtin)
+	tools := slices.Clone(s.builtin)
+	for _, t := range ups {
+		catalog = append(catalog, catalogTool(t.Tool, t.Server))
+		tools = append(tools, t.ServerTool)
+	}
+	if cs, ok := s.policy.(CatalogSetter); ok {
+		if err := cs.SetCatalog(catalog); err != nil {
+			s.log.Error("upstream tools not served: the policy refused the catalog", "error", err)
+			return
+		}
+	}
+	s.mcp.SetTools(tools...)
 }
 
 // Handler is the whole HTTP surface.
@@ -328,6 +368,11 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 		body["issuers_without_keys"] = pending
 	}
 	body["issuers"] = issuers
+	if s.upstreams != nil {
+		// Named, never not-ready: an upstream that is down costs its own
+		// tools only.
+		body["upstreams"] = s.upstreams.Status()
+	}
 	body["ready"] = status == http.StatusOK
 	writeJSON(w, status, body)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/toolgate/toolgate/rego"
 	"github.com/toolgate/toolgate/server"
 	"github.com/toolgate/toolgate/tools"
+	"github.com/toolgate/toolgate/upstream"
 )
 
 // Sources replace what the configuration names; the zero value takes the
@@ -58,10 +59,26 @@ func Server(ctx context.Context, o server.Options, src Sources) (*server.Server,
 		o.Logger = slog.Default()
 	}
 	if o.Tools == nil {
-		o.Tools = tools.Builtin()
+		o.Tools = []mcpserver.ServerTool{}
+		if cfg.BuiltinTools {
+			o.Tools = tools.Builtin()
+		}
 	}
 	if o.Events == nil {
 		o.Events = new(server.Events)
+	}
+	var upstreamTask server.Task
+	if o.Upstreams == nil && len(cfg.Upstreams) > 0 {
+		reserved := make([]string, 0, len(o.Tools))
+		for _, t := range o.Tools {
+			reserved = append(reserved, t.Tool.Name)
+		}
+		pool, err := upstream.New(cfg.Upstreams, upstream.Options{Logger: o.Logger, OnChange: o.Events.UpstreamsChanged,
+			Reserved: reserved, Version: server.Version})
+		if err != nil {
+			return nil, err
+		}
+		o.Upstreams, upstreamTask = pool, pool.Start
 	}
 	if o.Authenticator == nil {
 		v, err := Verifier(cfg, src, o.Logger, o.Events)
@@ -79,15 +96,21 @@ func Server(ctx context.Context, o server.Options, src Sources) (*server.Server,
 	}
 	if o.Decider == nil {
 		e, task, err := Policy(ctx, cfg, src.Policy, o.Tools, policy.Options{
-			Logger:   o.Logger,
-			OnSwap:   o.Events.PolicySwapped,
-			OnReload: o.Events.PolicyReloaded,
+			Logger:         o.Logger,
+			OnSwap:         o.Events.PolicySwapped,
+			OnReload:       o.Events.PolicyReloaded,
+			DynamicCatalog: o.Upstreams != nil,
 		})
 		if err != nil {
 			return nil, err
 		}
 		o.Decider = e
 		o.Tasks = append(o.Tasks, task)
+	}
+	if upstreamTask != nil {
+		// After the policy's task: the first listing puts the upstream
+		// tools in the policy's catalog.
+		o.Tasks = append(o.Tasks, upstreamTask)
 	}
 	return server.New(o)
 }

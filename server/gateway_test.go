@@ -1,0 +1,178 @@
+package server_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/toolgate/toolgate/config"
+	"github.com/toolgate/toolgate/idp/idptest"
+	"github.com/toolgate/toolgate/server"
+	"github.com/toolgate/toolgate/upstream/upstreamtest"
+)
+
+// gatewayData is the default policy's data with rules for the upstream
+// "up": echo for everyone, session for the permission "upstream", slow
+// only with the scope slow:run; env has no rule, so it is never visible.
+const gatewayData = `{
+  "tool_rules": {
+    "add": {}, "whoami": {},
+    "image_generation": {"any_of": {"permissions": ["image_generation"]}, "call_scopes": ["images:write"]},
+    "up_echo": {},
+    "up_session": {"any_of": {"permissions": ["upstream"]}},
+    "up_slow": {"call_scopes": ["slow:run"]}
+  }
+}`
+
+// withUpstream puts the upstream at url behind the gate as "up", and the
+// policy data gatewayData in force.
+func withUpstream(url string, builtin bool) gateOption {
+	return func(c *config.Config, _ *server.Options) {
+		c.Upstreams = []config.Upstream{{Name: "up", URL: url, Timeout: 5 * time.Second}}
+		c.BuiltinTools = builtin
+		if err := os.WriteFile(filepath.Join(c.Policy.Dir, "data.json"), []byte(gatewayData), 0o644); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// Upstream tools are listed with their prefix and definitions unchanged,
+// filtered and decided like built-in tools, and forwarded when allowed,
+// without the client's token or session id; a refused call never reaches
+// the upstream.
+func TestGatewayServesUpstreamToolsBehindThePolicy(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withUpstream(up.URL, true))
+	aud := []string{g.Config.ResourceURL()}
+	tok := tn.Token(idptest.Claims{Audience: aud, Scopes: []string{"openid"}})
+	c := g.connect(tok)
+
+	if got, want := sorted(toolNames(t, c)), []string{"add", "up_echo", "up_slow", "whoami"}; !slices.Equal(got, want) {
+		t.Errorf("tools/list = %v, want %v", got, want)
+	}
+	// The definition as the upstream wrote it (mcp-go's typed schema would
+	// drop oneOf).
+	var list struct {
+		Result struct {
+			Tools []struct {
+				Name        string          `json:"name"`
+				InputSchema json.RawMessage `json:"inputSchema"`
+				Annotations map[string]any  `json:"annotations"`
+			} `json:"tools"`
+		} `json:"result"`
+	}
+	resp := g.rawPost(tok, c.GetSessionId(), `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	for _, tl := range list.Result.Tools {
+		if tl.Name != "up_echo" {
+			continue
+		}
+		var got, want any
+		_ = json.Unmarshal(tl.InputSchema, &got)
+		_ = json.Unmarshal([]byte(upstreamtest.EchoSchema), &want)
+		if !reflect.DeepEqual(got, want) || tl.Annotations["readOnlyHint"] != true {
+			t.Errorf("up_echo as listed: schema %s, annotations %v", tl.InputSchema, tl.Annotations)
+		}
+	}
+
+	res, err := callTool(c, "up_echo", map[string]any{"text": "hello"})
+	if err != nil || res.IsError || text(res) != "hello" {
+		t.Fatalf("up_echo = %+v, %v", res, err)
+	}
+	if m, _ := res.StructuredContent.(map[string]any); m["echoed"] != "hello" {
+		t.Errorf("structuredContent = %v", res.StructuredContent)
+	}
+
+	// Hidden: the same error as a tool that does not exist.
+	_, hiddenErr := callTool(c, "up_session", nil)
+	_, missingErr := callTool(c, "up_nothing", nil)
+	if hiddenErr == nil || strings.ReplaceAll(hiddenErr.Error(), "up_session", "X") != strings.ReplaceAll(missingErr.Error(), "up_nothing", "X") {
+		t.Errorf("hidden upstream tool: %v; missing: %v", hiddenErr, missingErr)
+	}
+	// Step-up: 403 before anything is forwarded.
+	resp = g.rawPost(tok, c.GetSessionId(), callBody("up_slow", `{}`))
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `scope="slow:run"`) {
+		t.Errorf("up_slow without its scope: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	if n, m := up.Calls("session"), up.Calls("slow"); n != 0 || m != 0 {
+		t.Errorf("refused calls reached the upstream: session %d, slow %d", n, m)
+	}
+	if up.Calls("echo") != 1 {
+		t.Errorf("echo calls = %d, want 1", up.Calls("echo"))
+	}
+	for _, r := range up.Requests() {
+		if r.Header.Get("Authorization") != "" || strings.Contains(strings.Join(r.Header.Values("Mcp-Session-Id"), ","), c.GetSessionId()) {
+			t.Errorf("%s reached the upstream with the client's credentials: %v", r.Method, r.Header)
+		}
+	}
+
+	// A principal with the permission sees and calls up_session.
+	c2 := g.connect(tn.Token(idptest.Claims{Sub: "editor", Audience: aud, Permissions: []string{"upstream"}}))
+	if res, err := callTool(c2, "up_session", nil); err != nil || res.IsError || text(res) == "" {
+		t.Errorf("up_session with the permission = %+v, %v", res, err)
+	}
+	if _, body := g.readyz(); !strings.Contains(mustJSON(t, body["upstreams"]), `"name":"up","tools":4,"up":true`) {
+		t.Errorf("readyz upstreams = %v", body["upstreams"])
+	}
+}
+
+// An upstream that dies loses its tools from the list; the gate and its
+// built-in tools go on, and /readyz names it without turning not-ready.
+func TestGatewayDeadUpstreamsToolsVanish(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withUpstream(up.URL, true))
+	c := g.connect(tn.Token(idptest.Claims{Audience: []string{g.Config.ResourceURL()}, Scopes: []string{"openid"}}))
+	up.Close()
+	res, err := callTool(c, "up_echo", map[string]any{"text": "x"})
+	if err != nil || !res.IsError || !strings.Contains(text(res), "upstream up is unavailable") {
+		t.Errorf("a call to the dead upstream = %+v, %v", res, err)
+	}
+	// The failed call makes the gate list the upstream again, which fails.
+	deadline := time.Now().Add(10 * time.Second)
+	for slices.Contains(toolNames(t, c), "up_echo") {
+		if time.Now().After(deadline) {
+			t.Fatal("the dead upstream's tools are still listed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := sorted(toolNames(t, c)); !slices.Equal(got, []string{"add", "whoami"}) {
+		t.Errorf("tools/list = %v", got)
+	}
+	if res, err := callTool(c, "add", map[string]any{"a": 1, "b": 2}); err != nil || text(res) != "3" {
+		t.Errorf("add = %+v, %v", res, err)
+	}
+	status, body := g.readyz()
+	if status != http.StatusOK || !strings.Contains(mustJSON(t, body["upstreams"]), `"name":"up","tools":0,"up":false`) {
+		t.Errorf("readyz = %d %v", status, body["upstreams"])
+	}
+}
+
+// builtin_tools: false is a pure gateway: only upstream tools.
+func TestGatewayWithoutBuiltinTools(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withUpstream(up.URL, false))
+	c := g.connect(tn.Token(idptest.Claims{Audience: []string{g.Config.ResourceURL()}, Scopes: []string{"openid"}}))
+	if got := sorted(toolNames(t, c)); !slices.Equal(got, []string{"up_echo", "up_slow"}) {
+		t.Errorf("tools/list = %v, want [up_echo up_slow]", got)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
