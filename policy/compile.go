@@ -127,7 +127,9 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	if c.call, err = prepare(callQuery); err != nil {
 		return nil, err
 	}
-	if e.opts.CacheSize > 0 {
+	// A policy that calls a non-deterministic built-in may answer the same
+	// question differently next time: nothing of it is cached.
+	if e.opts.CacheSize > 0 && len(nondeterministic(checked)) == 0 {
 		c.visible, _ = lru.New[string, map[string]bool](e.opts.CacheSize)
 		c.calls, _ = lru.New[[sha256.Size]byte, Decision](e.opts.CacheSize)
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 
 	"github.com/google/uuid"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
@@ -55,7 +56,7 @@ func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool
 	}
 	ctx, cancel := e.deadline(ctx)
 	defer cancel()
-	rs, err := c.list.Eval(ctx, rego.EvalParsedInput(in))
+	rs, err := c.list.Eval(ctx, e.evalOptions(in)...)
 	if err == nil && len(rs) != 1 {
 		err = errors.New("visible_tools is undefined")
 	}
@@ -111,7 +112,7 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 	in, err := e.in.input(p, ActionCall, tool, args)
 	var rs rego.ResultSet
 	if err == nil {
-		rs, err = c.call.Eval(ctx, rego.EvalParsedInput(in))
+		rs, err = c.call.Eval(ctx, e.evalOptions(in)...)
 	}
 	if err == nil && len(rs) != 1 {
 		err = errors.New("decision is undefined")
@@ -145,6 +146,14 @@ func callKey(p *idp.Principal, tool string, args []byte) [sha256.Size]byte {
 	b = binary.AppendUvarint(b, uint64(len(tool)))
 	b = append(b, tool...)
 	return sha256.Sum256(append(b, args...))
+}
+
+// evalOptions are the options of one evaluation of input in.
+func (e *Engine) evalOptions(in ast.Value) []rego.EvalOption {
+	if e.now == nil {
+		return []rego.EvalOption{rego.EvalParsedInput(in)}
+	}
+	return []rego.EvalOption{rego.EvalParsedInput(in), rego.EvalTime(e.now())}
 }
 
 // deadline bounds one evaluation by Options.EvalTimeout; only evaluations

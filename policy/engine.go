@@ -49,8 +49,8 @@ type Options struct {
 	EvalTimeout time.Duration
 	// CacheSize bounds each revision's caches of visible sets and call
 	// decisions; 0 takes the default (10000), a negative value turns them
-	// off. Caching assumes what OPA's own caches assume: a decision depends
-	// only on the input and the data (no time.now_ns, http.send, rand).
+	// off. A policy that calls a non-deterministic built-in (time.now_ns,
+	// http.send, rand.intn, ...) caches nothing, whatever this says.
 	CacheSize int
 }
 
@@ -64,6 +64,9 @@ type Engine struct {
 	cur      atomic.Pointer[compiled]
 	mu       sync.Mutex // serialises reloads
 	lastErr  atomic.Pointer[error]
+	// now, when set, is OPA's clock (time.now_ns) for every evaluation:
+	// tests move it; nil is the wall clock.
+	now func() time.Time
 }
 
 // compiled is one revision of the policy with its prepared queries and its
