@@ -132,8 +132,38 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	if e.opts.CacheSize > 0 && len(nondeterministic(checked)) == 0 {
 		c.visible, _ = lru.New[string, map[string]bool](e.opts.CacheSize)
 		c.calls, _ = lru.New[[sha256.Size]byte, Decision](e.opts.CacheSize)
+		if !hasPackageUnder(modules, residualNamespace) {
+			partial, err := rego.New(
+				rego.Query(callQuery),
+				rego.Compiler(compiler),
+				rego.Store(store),
+				rego.StrictBuiltinErrors(true),
+				rego.Unknowns([]string{"input.arguments"}),
+				rego.PartialNamespace(residualNamespace),
+			).PrepareForPartial(context.Background())
+			if err != nil {
+				return nil, err
+			}
+			c.partial = &partial
+			c.argumentFree, _ = lru.New[[sha256.Size]byte, bool](e.opts.CacheSize)
+		}
 	}
 	return c, nil
+}
+
+// residualNamespace is where partial evaluation puts the rules it could
+// not inline (rego.PartialNamespace). A policy with a package of its own
+// there would make a residual's references ambiguous: it gets no fast path.
+const residualNamespace = "toolgate_residual"
+
+func hasPackageUnder(modules map[string]*ast.Module, namespace string) bool {
+	root := ast.DefaultRootRef.Append(ast.StringTerm(namespace))
+	for _, m := range modules {
+		if m.Package.Path.HasPrefix(root) {
+			return true
+		}
+	}
+	return false
 }
 
 const wrapperFile = "toolgate/wrapper.rego"

@@ -79,7 +79,12 @@ type compiled struct {
 	// callQuery is the wrapper document call answers (setOfStrings).
 	callQuery string
 	visible   *lru.Cache[string, map[string]bool]     // principal fingerprint -> visible set
-	calls     *lru.Cache[[sha256.Size]byte, Decision] // callKey -> decision
+	calls     *lru.Cache[[sha256.Size]byte, Decision] // callKey or toolKey -> decision
+	// partial is the call query with input.arguments unknown, and
+	// argumentFree its verdicts (toolKey -> whether the decision holds for
+	// every argument value); both nil when nothing is cached.
+	partial      *rego.PreparedPartialQuery
+	argumentFree *lru.Cache[[sha256.Size]byte, bool]
 }
 
 // New compiles the policy of src. An error names the file and line that do
