@@ -105,6 +105,15 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 		}
 		callQuery = "data.toolgate.internal.call_by_name"
 	}
+	// Partial evaluation writes into the compiled rules and the store's
+	// values it reads (OPA 1.22's copy propagation plugs terms in place), so
+	// it gets its own compiled copy of the modules and its own store, and
+	// runs one at a time (compiled.partialMu); evaluations never share
+	// anything with it.
+	partialModules := make(map[string]*ast.Module, len(modules))
+	for name, m := range modules {
+		partialModules[name] = m.Copy()
+	}
 	compiler := ast.NewCompiler().WithSchemas(inputSchema)
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, blameRules(compiler)
@@ -132,11 +141,12 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	if e.opts.CacheSize > 0 && len(nondeterministic(checked)) == 0 {
 		c.visible, _ = lru.New[string, map[string]bool](e.opts.CacheSize)
 		c.calls, _ = lru.New[[sha256.Size]byte, Decision](e.opts.CacheSize)
-		if !hasPackageUnder(modules, residualNamespace) {
+		partialCompiler := ast.NewCompiler().WithSchemas(inputSchema)
+		if partialCompiler.Compile(partialModules); !partialCompiler.Failed() && !hasPackageUnder(modules, residualNamespace) {
 			partial, err := rego.New(
 				rego.Query(callQuery),
-				rego.Compiler(compiler),
-				rego.Store(store),
+				rego.Compiler(partialCompiler),
+				rego.Store(inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))),
 				rego.StrictBuiltinErrors(true),
 				rego.Unknowns([]string{"input.arguments"}),
 				rego.PartialNamespace(residualNamespace),

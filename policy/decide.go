@@ -92,13 +92,14 @@ func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args
 }
 
 // DecideRaw is Decide for arguments as the request carried them (the
-// JSON-RPC params.arguments): a cached decision costs no decoding at all.
-// Arguments that are not a JSON object are an error, so a denial.
+// JSON-RPC params.arguments). Arguments that are not a JSON object are an
+// error, so a denial.
 //
 // A decision that holds for every value of the arguments (partial
 // evaluation says so, argumentFree) is cached without them, so a call
-// with arguments never seen before costs a lookup; any other is cached
-// with them.
+// with arguments never seen before costs a lookup and a decoding of the
+// arguments to check that they are an object; any other decision is
+// cached with the arguments as sent, and its cache hit decodes nothing.
 func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, args []byte) Decision {
 	c := e.cur.Load()
 	id := NewID()
@@ -181,7 +182,10 @@ func (e *Engine) argumentFree(ctx context.Context, c *compiled, tk [sha256.Size]
 	}
 	ctx, cancel := e.deadline(ctx)
 	defer cancel()
-	pq, err := c.partial.Partial(ctx, rego.EvalParsedInput(ast.NewObject(items...)))
+	in := ast.NewObject(items...).Copy() // the catalog's terms are shared with evaluations
+	c.partialMu.Lock()
+	pq, err := c.partial.Partial(ctx, rego.EvalParsedInput(in))
+	c.partialMu.Unlock()
 	if err != nil && ctx.Err() != nil {
 		return false // ask again next time
 	}

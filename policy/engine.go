@@ -84,6 +84,7 @@ type compiled struct {
 	// argumentFree its verdicts (toolKey -> whether the decision holds for
 	// every argument value); both nil when nothing is cached.
 	partial      *rego.PreparedPartialQuery
+	partialMu    sync.Mutex // partial evaluations run one at a time (compile.go)
 	argumentFree *lru.Cache[[sha256.Size]byte, bool]
 }
 
