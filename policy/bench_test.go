@@ -131,6 +131,33 @@ func BenchmarkDecide(b *testing.B) {
 	}
 }
 
+// BenchmarkDecideFreshArguments: a new arguments value on every call, the
+// same principal, the default caches. A tool whose rule has no argument
+// limits is decided once for every argument value (a lookup); one with
+// limits (data.tool_rules.<tool>.arguments) is evaluated for each call.
+func BenchmarkDecideFreshArguments(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{50, 1000} {
+		for _, c := range []struct{ name, tool string }{
+			{"no-argument-limits", "tool_0001"}, // any_of permissions odd_tools
+			{"argument-limits", "tool_0000"},    // arguments.text.max_length
+		} {
+			b.Run(fmt.Sprintf("tools=%d/%s", n, c.name), func(b *testing.B) {
+				e := benchEngine(b, n, 0)
+				p := user([]string{"odd_tools"}, []string{"openid"})
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					i++
+					if d := e.DecideRaw(ctx, p, c.tool, fmt.Appendf(nil, `{"text":"%d"}`, i)); d.Err != nil || !d.Allowed {
+						b.Fatal(d)
+					}
+				}
+			})
+		}
+	}
+}
+
 // NewID runs once per decision, cached or not.
 func BenchmarkNewID(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
