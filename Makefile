@@ -73,6 +73,7 @@ fuzz:
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzNormalise$$' ./idp/
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzParse$$' ./config/
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzDecideArguments$$' ./policy/
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzFastPathAgrees$$' ./policy/
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzBearerChallenge$$' ./server/
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzScanRequest$$' ./server/
 

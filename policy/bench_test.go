@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/toolgate/toolgate/idp"
 	"github.com/toolgate/toolgate/policy"
 )
 
@@ -131,6 +132,33 @@ func BenchmarkDecide(b *testing.B) {
 	}
 }
 
+// BenchmarkDecideFreshArguments: a new arguments value on every call, the
+// same principal, the default caches. A tool whose rule has no argument
+// limits is decided once for every argument value (a lookup); one with
+// limits (data.tool_rules.<tool>.arguments) is evaluated for each call.
+func BenchmarkDecideFreshArguments(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{50, 1000} {
+		for _, c := range []struct{ name, tool string }{
+			{"no-argument-limits", "tool_0001"}, // any_of permissions odd_tools
+			{"argument-limits", "tool_0000"},    // arguments.text.max_length
+		} {
+			b.Run(fmt.Sprintf("tools=%d/%s", n, c.name), func(b *testing.B) {
+				e := benchEngine(b, n, 0)
+				p := user([]string{"odd_tools"}, []string{"openid"})
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					i++
+					if d := e.DecideRaw(ctx, p, c.tool, fmt.Appendf(nil, `{"text":"%d"}`, i)); d.Err != nil || !d.Allowed {
+						b.Fatal(d)
+					}
+				}
+			})
+		}
+	}
+}
+
 // NewID runs once per decision, cached or not.
 func BenchmarkNewID(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
@@ -147,4 +175,40 @@ func BenchmarkNewID(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkPolicies is what a call costs under the default policy and each
+// policy of examples/ (make bench prints each): a decision for a principal
+// who holds every permission, scope and role they grant on, of each tool of
+// their catalogs, with arguments new on every call (so the cache helps only
+// where the decision is free of them), and a first tools/list (no cache).
+func BenchmarkPolicies(b *testing.B) {
+	ctx := context.Background()
+	p := &idp.Principal{Provider: "auth0", Sub: "user-1", Iss: "https://issuer.example/", OrgID: "org-1",
+		Permissions: fastPathPermissions, Scopes: fastPathScopes, Roles: fastPathRoles, Claims: map[string]any{"sub": "user-1"}}
+	for _, dir := range fastPathPolicies(b) {
+		name := filepath.Base(dir)
+		if dir == defaultDir {
+			name = "default"
+		}
+		b.Run(name+"/call-fresh-arguments", func(b *testing.B) {
+			e := mustNew(b, policy.Source{Dir: dir}, fastPathCatalog, policy.Options{})
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				tool := fastPathCatalog[i%len(fastPathCatalog)].Name
+				_ = e.DecideRaw(ctx, p, tool, fmt.Appendf(nil, `{"prompt":"p%d","a":%d,"b":1}`, i, i))
+			}
+		})
+		b.Run(name+"/first-list", func(b *testing.B) {
+			e := mustNew(b, policy.Source{Dir: dir}, fastPathCatalog, policy.Options{CacheSize: -1})
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := e.Visible(ctx, p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -61,3 +61,23 @@ func TestUnknownToolRulesWithADynamicCatalog(t *testing.T) {
 		t.Errorf("a dynamic catalog: %v", err)
 	}
 }
+
+// Under the default policy, whose decisions are cached without their
+// arguments, a new catalog drops those too: a tool that left it is hidden
+// at once, whatever arguments the next call brings.
+func TestSetCatalogDropsArgumentFreeDecisions(t *testing.T) {
+	t.Parallel()
+	e := mustNew(t, policy.Source{Dir: defaultDir}, catalogOf("add", "whoami", "image_generation"), policy.Options{Logger: quietLogger()})
+	p := user(nil, nil)
+	for _, args := range []string{`{"a":1,"b":2}`, `{"a":3,"b":4}`} {
+		if d := e.DecideRaw(context.Background(), p, "add", []byte(args)); !d.Allowed {
+			t.Fatalf("add %s: %+v, want allowed", args, d)
+		}
+	}
+	if err := e.SetCatalog(catalogOf("whoami", "image_generation")); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.DecideRaw(context.Background(), p, "add", []byte(`{"a":5,"b":6}`)); d.Visible || d.Allowed {
+		t.Errorf("add after it left the catalog: %+v, want hidden", d)
+	}
+}

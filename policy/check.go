@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -77,6 +78,7 @@ func check(src Source, res *loader.Result, catalog []Tool, dynamic bool) (*ast.C
 			out = append(out, astFindings(errs)...)
 		}
 	}
+	out = append(out, nondeterministic(c)...)
 	out = append(out, lintToolRules(src, res.Documents, catalog, dynamic)...)
 	if len(out.Errors()) == 0 {
 		out = append(out, lintInvisible(c, res, catalog)...)
@@ -105,6 +107,51 @@ func astFindings(errs ast.Errors) Findings {
 			}
 		}
 		out = append(out, f)
+	}
+	return out
+}
+
+// nondeterministic finds the calls of built-ins OPA marks
+// non-deterministic (ast.Builtin.Nondeterministic: the clock, the network,
+// randomness, the runtime), anywhere in the compiled modules, functions
+// included: such a call can answer the same input differently each time,
+// so a revision that makes one caches no decision and no visible set.
+// Calls nested in terms are found too (the compiler lifts most of them into
+// expressions of their own, at the same line).
+func nondeterministic(c *ast.Compiler) Findings {
+	var out Findings
+	seen := map[Finding]bool{}
+	found := func(op ast.Ref, loc *ast.Location) {
+		b := ast.BuiltinMap[op.String()]
+		if b == nil || !b.Nondeterministic {
+			return
+		}
+		f := Finding{Severity: "warning", Message: fmt.Sprintf(
+			"%s is non-deterministic: decisions of this policy are not cached, every call and tools/list evaluates it", b.Name)}
+		if loc != nil {
+			f.File, f.Line = loc.File, loc.Row
+		}
+		if !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Modules)) {
+		ast.NewGenericVisitor(func(x any) bool {
+			switch x := x.(type) {
+			case *ast.Expr:
+				if x.IsCall() {
+					found(x.Operator(), x.Location)
+				}
+			case *ast.Term:
+				if call, ok := x.Value.(ast.Call); ok && len(call) > 0 {
+					if op, ok := call[0].Value.(ast.Ref); ok {
+						found(op, x.Location)
+					}
+				}
+			}
+			return false
+		}).Walk(c.Modules[name])
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -105,6 +106,15 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 		}
 		callQuery = "data.toolgate.internal.call_by_name"
 	}
+	// Partial evaluation writes into the compiled rules and the store's
+	// values it reads (OPA 1.22's copy propagation plugs terms in place), so
+	// it gets its own compiled copy of the modules and its own store, and
+	// runs one at a time (compiled.partialMu); evaluations never share
+	// anything with it.
+	partialModules := make(map[string]*ast.Module, len(modules))
+	for name, m := range modules {
+		partialModules[name] = m.Copy()
+	}
 	compiler := ast.NewCompiler().WithSchemas(inputSchema)
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, blameRules(compiler)
@@ -127,16 +137,57 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	if c.call, err = prepare(callQuery); err != nil {
 		return nil, err
 	}
+	// A policy that calls a non-deterministic built-in may answer the same
+	// question differently next time: nothing of it is cached.
+	c.cacheable = e.opts.CacheSize > 0 && len(nondeterministic(checked)) == 0
+	if c.cacheable {
+		partialCompiler := ast.NewCompiler().WithSchemas(inputSchema)
+		if partialCompiler.Compile(partialModules); !partialCompiler.Failed() && !hasPackageUnder(modules, residualNamespace) {
+			partial, err := rego.New(
+				rego.Query(callQuery),
+				rego.Compiler(partialCompiler),
+				rego.Store(inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))),
+				rego.StrictBuiltinErrors(true),
+				rego.Unknowns([]string{"input.arguments"}),
+				rego.PartialNamespace(residualNamespace),
+			).PrepareForPartial(context.Background())
+			if err != nil {
+				return nil, err
+			}
+			c.partial, c.partialMu = &partial, new(sync.Mutex)
+		}
+	}
 	e.newCaches(c)
 	return c, nil
 }
 
-// newCaches gives c empty caches (none when caching is off).
+// newCaches gives c empty caches: a new revision, or a new catalog (which
+// every cached answer was computed on). None when c is not cacheable.
 func (e *Engine) newCaches(c *compiled) {
-	if e.opts.CacheSize > 0 {
-		c.visible, _ = lru.New[string, map[string]bool](e.opts.CacheSize)
-		c.calls, _ = lru.New[[sha256.Size]byte, Decision](e.opts.CacheSize)
+	c.visible, c.calls, c.argumentFree = nil, nil, nil
+	if !c.cacheable {
+		return
 	}
+	c.visible, _ = lru.New[string, map[string]bool](e.opts.CacheSize)
+	c.calls, _ = lru.New[[sha256.Size]byte, Decision](e.opts.CacheSize)
+	if c.partial != nil {
+		c.argumentFree, _ = lru.New[[sha256.Size]byte, bool](e.opts.CacheSize)
+	}
+}
+
+// residualNamespace is where partial evaluation puts the rules it could
+// not inline (rego.PartialNamespace). A policy with a package of its own
+// there would make a residual's references ambiguous: it gets no fast path.
+const residualNamespace = "toolgate_residual"
+
+func hasPackageUnder(modules map[string]*ast.Module, namespace string) bool {
+	root := ast.DefaultRootRef.Append(ast.StringTerm(namespace))
+	for _, m := range modules {
+		if m.Package.Path.HasPrefix(root) {
+			return true
+		}
+	}
+	return false
 }
 
 const wrapperFile = "toolgate/wrapper.rego"

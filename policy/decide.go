@@ -11,6 +11,7 @@ import (
 	"slices"
 
 	"github.com/google/uuid"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
@@ -55,7 +56,7 @@ func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool
 	}
 	ctx, cancel := e.deadline(ctx)
 	defer cancel()
-	rs, err := c.list.Eval(ctx, rego.EvalParsedInput(in))
+	rs, err := c.list.Eval(ctx, e.evalOptions(in)...)
 	if err == nil && len(rs) != 1 {
 		err = errors.New("visible_tools is undefined")
 	}
@@ -91,27 +92,55 @@ func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args
 }
 
 // DecideRaw is Decide for arguments as the request carried them (the
-// JSON-RPC params.arguments): a cached decision costs no decoding at all.
-// Arguments that are not a JSON object are an error, so a denial.
+// JSON-RPC params.arguments). Arguments that are not a JSON object are an
+// error, so a denial.
+//
+// A decision that holds for every value of the arguments (partial
+// evaluation says so, argumentFree) is cached without them, so a call
+// with arguments never seen before costs a lookup and a decoding of the
+// arguments to check that they are an object; any other decision is
+// cached with the arguments as sent, and its cache hit decodes nothing.
 func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, args []byte) Decision {
 	c := e.cur.Load()
 	id := NewID()
-	var key [sha256.Size]byte
-	if c.calls != nil {
-		key = callKey(p, tool, args)
-		if d, ok := c.calls.Get(key); ok {
-			d.ID = id
-			d.RequiredScopes = slices.Clone(d.RequiredScopes) // a value: callers may change theirs
-			return d
-		}
+	if c.calls == nil {
+		return e.evaluate(ctx, c, id, p, tool, args)
 	}
+	tk := toolKey(p, tool)
+	key := tk
+	if e.argumentFree(ctx, c, tk, p, tool) {
+		// The arguments still have to be an object, for every call.
+		if _, err := parseArguments(args); err != nil {
+			return failed(id, c, err)
+		}
+	} else {
+		key = callKey(tk, args)
+	}
+	if d, ok := c.calls.Get(key); ok {
+		d.ID = id
+		d.RequiredScopes = slices.Clone(d.RequiredScopes) // a value: callers may change theirs
+		return d
+	}
+	d := e.evaluate(ctx, c, id, p, tool, args)
+	if d.Err == nil {
+		// Errors are not cached: a cancelled or timed-out evaluation says
+		// nothing of the next one.
+		cached := d
+		cached.RequiredScopes = slices.Clone(d.RequiredScopes)
+		c.calls.Add(key, cached)
+	}
+	return d
+}
+
+// evaluate decides a call by a full evaluation of the policy.
+func (e *Engine) evaluate(ctx context.Context, c *compiled, id string, p *idp.Principal, tool string, args []byte) Decision {
 	d := Decision{ID: id, Revision: c.revision}
 	ctx, cancel := e.deadline(ctx)
 	defer cancel()
 	in, err := e.in.input(p, ActionCall, tool, args)
 	var rs rego.ResultSet
 	if err == nil {
-		rs, err = c.call.Eval(ctx, rego.EvalParsedInput(in))
+		rs, err = c.call.Eval(ctx, e.evalOptions(in)...)
 	}
 	if err == nil && len(rs) != 1 {
 		err = errors.New("decision is undefined")
@@ -120,31 +149,107 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 		err = d.read(rs[0].Expressions[0].Value)
 	}
 	if err != nil {
-		// Not cached: a cancelled or timed-out evaluation says nothing of
-		// the next one.
-		return Decision{ID: id, Revision: c.revision, Reason: "policy evaluation failed", Err: err}
+		return failed(id, c, err)
 	}
 	d.Allowed = d.Visible && d.Allowed
 	if !d.Allowed && d.Reason == "" {
 		d.Reason = "denied by policy"
 	}
-	if c.calls != nil {
-		cached := d
-		cached.RequiredScopes = slices.Clone(d.RequiredScopes)
-		c.calls.Add(key, cached)
-	}
 	return d
 }
 
-// callKey names a call decision in the cache: a SHA-256 of the principal's
-// fingerprint (fixed length), the tool's name with its length before it,
-// and the arguments as sent, so that no two different calls share a key.
-func callKey(p *idp.Principal, tool string, args []byte) [sha256.Size]byte {
-	var buf [512]byte // most calls: no allocation
+func failed(id string, c *compiled, err error) Decision {
+	return Decision{ID: id, Revision: c.revision, Reason: "policy evaluation failed", Err: err}
+}
+
+// argumentFree reports whether the decision of a call of tool by p is the
+// same for every value of the arguments: OPA's partial evaluation of the
+// call query with input.arguments unknown leaves a residual that reads
+// nothing of the input and no rule of the policy, only rules it wrote
+// itself. The verdict is kept per principal and tool. In doubt (an error,
+// a residual naming the input anywhere) the answer is no, which costs
+// speed, never correctness.
+func (e *Engine) argumentFree(ctx context.Context, c *compiled, tk [sha256.Size]byte, p *idp.Principal, tool string) bool {
+	if c.partial == nil {
+		return false
+	}
+	if free, ok := c.argumentFree.Get(tk); ok {
+		return free
+	}
+	items, err := e.in.items(p, ActionCall, tool)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := e.deadline(ctx)
+	defer cancel()
+	in := ast.NewObject(items...).Copy() // the catalog's terms are shared with evaluations
+	c.partialMu.Lock()
+	pq, err := c.partial.Partial(ctx, rego.EvalParsedInput(in))
+	c.partialMu.Unlock()
+	if err != nil && ctx.Err() != nil {
+		return false // ask again next time
+	}
+	free := err == nil && residualIsConstant(pq)
+	c.argumentFree.Add(tk, free)
+	return free
+}
+
+// residualIsConstant reports whether a residual reads neither the input
+// nor any document but the support rules partial evaluation wrote
+// (under residualNamespace).
+func residualIsConstant(pq *rego.PartialQueries) bool {
+	support := ast.DefaultRootRef.Append(ast.StringTerm(residualNamespace))
+	constant := true
+	check := func(x any) {
+		ast.WalkTerms(x, func(t *ast.Term) bool {
+			switch v := t.Value.(type) {
+			case ast.Var: // the head of every reference into the input
+				if v.Equal(ast.InputRootDocument.Value) {
+					constant = false
+				}
+			case ast.Ref:
+				if v.HasPrefix(ast.DefaultRootRef) && !v.HasPrefix(support) {
+					constant = false
+				}
+			}
+			return !constant
+		})
+	}
+	for _, q := range pq.Queries {
+		check(q)
+	}
+	for _, m := range pq.Support {
+		for _, r := range m.Rules {
+			check(r)
+		}
+	}
+	return constant
+}
+
+// toolKey names a principal's calls of one tool: a SHA-256 of the
+// principal's fingerprint (fixed length) and the tool's name with its
+// length before it.
+func toolKey(p *idp.Principal, tool string) [sha256.Size]byte {
+	var buf [128]byte
 	b := append(buf[:0], p.Fingerprint()...)
 	b = binary.AppendUvarint(b, uint64(len(tool)))
-	b = append(b, tool...)
-	return sha256.Sum256(append(b, args...))
+	return sha256.Sum256(append(b, tool...))
+}
+
+// callKey names one call decision in the cache: the toolKey and the
+// arguments as sent, so that no two different calls share a key (nor one
+// with a toolKey: a SHA-256 collision aside).
+func callKey(tk [sha256.Size]byte, args []byte) [sha256.Size]byte {
+	var buf [512]byte // most calls: no allocation
+	return sha256.Sum256(append(append(buf[:0], tk[:]...), args...))
+}
+
+// evalOptions are the options of one evaluation of input in.
+func (e *Engine) evalOptions(in ast.Value) []rego.EvalOption {
+	if e.now == nil {
+		return []rego.EvalOption{rego.EvalParsedInput(in)}
+	}
+	return []rego.EvalOption{rego.EvalParsedInput(in), rego.EvalTime(e.now())}
 }
 
 // deadline bounds one evaluation by Options.EvalTimeout; only evaluations

@@ -49,8 +49,8 @@ type Options struct {
 	EvalTimeout time.Duration
 	// CacheSize bounds each revision's caches of visible sets and call
 	// decisions; 0 takes the default (10000), a negative value turns them
-	// off. Caching assumes what OPA's own caches assume: a decision depends
-	// only on the input and the data (no time.now_ns, http.send, rand).
+	// off. A policy that calls a non-deterministic built-in (time.now_ns,
+	// http.send, rand.intn, ...) caches nothing, whatever this says.
 	CacheSize int
 	// DynamicCatalog says the catalog changes while toolgate serves (the
 	// gateway's upstream tools, SetCatalog): a tool_rules entry naming a
@@ -69,6 +69,9 @@ type Engine struct {
 	cur      atomic.Pointer[compiled]
 	mu       sync.Mutex // serialises reloads
 	lastErr  atomic.Pointer[error]
+	// now, when set, is OPA's clock (time.now_ns) for every evaluation:
+	// tests move it; nil is the wall clock.
+	now func() time.Time
 }
 
 // compiled is one revision of the policy with its prepared queries and its
@@ -81,7 +84,16 @@ type compiled struct {
 	// callQuery is the wrapper document call answers (setOfStrings).
 	callQuery string
 	visible   *lru.Cache[string, map[string]bool]     // principal fingerprint -> visible set
-	calls     *lru.Cache[[sha256.Size]byte, Decision] // callKey -> decision
+	calls     *lru.Cache[[sha256.Size]byte, Decision] // callKey or toolKey -> decision
+	// partial is the call query with input.arguments unknown, and
+	// argumentFree its verdicts (toolKey -> whether the decision holds for
+	// every argument value); both nil when nothing is cached.
+	partial      *rego.PreparedPartialQuery
+	partialMu    *sync.Mutex // partial evaluations run one at a time (compile.go)
+	argumentFree *lru.Cache[[sha256.Size]byte, bool]
+	// cacheable is false when caching is off or the policy calls a
+	// non-deterministic built-in: then no cache is made (newCaches).
+	cacheable bool
 }
 
 // New compiles the policy of src. An error names the file and line that do

@@ -105,6 +105,26 @@ var ErrArgumentsInvalid = errors.New("arguments must be a JSON object")
 // input builds the policy input as an AST value: the catalog is parsed once
 // at start, the rest per evaluation.
 func (c catalogInput) input(p *idp.Principal, action, tool string, args []byte) (ast.Value, error) {
+	items, err := c.items(p, action, tool)
+	if err != nil || action != ActionCall {
+		return ast.NewObject(items...), err
+	}
+	v, err := parseArguments(args)
+	if err != nil {
+		return nil, err
+	}
+	arguments := ast.Value(ast.NewObject())
+	if v != nil {
+		if arguments, err = ast.InterfaceToValue(v); err != nil {
+			return nil, err
+		}
+	}
+	items = append(items, ast.Item(ast.InternedTerm("arguments"), ast.NewTerm(arguments)))
+	return ast.NewObject(items...), nil
+}
+
+// items are the fields of the input but the arguments.
+func (c catalogInput) items(p *idp.Principal, action, tool string) ([][2]*ast.Term, error) {
 	d := c.cur.Load()
 	principal, err := ast.InterfaceToValue(p.Input())
 	if err != nil {
@@ -120,27 +140,30 @@ func (c catalogInput) input(p *idp.Principal, action, tool string, args []byte) 
 		if !ok {
 			t = toolInput{annotations: ast.NewObject(), server: ast.StringTerm("")}
 		}
-		arguments := ast.Value(ast.NewObject())
-		if len(bytes.TrimSpace(args)) > 0 && string(bytes.TrimSpace(args)) != "null" {
-			var v any
-			if err := json.Unmarshal(args, &v); err != nil {
-				return nil, fmt.Errorf("%w: %w", ErrArgumentsInvalid, err)
-			}
-			if _, ok := v.(map[string]any); !ok {
-				return nil, ErrArgumentsInvalid
-			}
-			if arguments, err = ast.InterfaceToValue(v); err != nil {
-				return nil, err
-			}
-		}
-		items = append(items,
-			ast.Item(ast.InternedTerm("tool"), ast.ObjectTerm(
-				ast.Item(ast.InternedTerm("name"), ast.StringTerm(tool)),
-				ast.Item(ast.InternedTerm("annotations"), ast.NewTerm(t.annotations)),
-				ast.Item(ast.InternedTerm("server"), t.server),
-			)),
-			ast.Item(ast.InternedTerm("arguments"), ast.NewTerm(arguments)),
-		)
+		items = append(items, ast.Item(ast.InternedTerm("tool"), ast.ObjectTerm(
+			ast.Item(ast.InternedTerm("name"), ast.StringTerm(tool)),
+			ast.Item(ast.InternedTerm("annotations"), ast.NewTerm(t.annotations)),
+			ast.Item(ast.InternedTerm("server"), t.server),
+		)))
 	}
-	return ast.NewObject(items...), nil
+	return items, nil
+}
+
+// parseArguments decodes a call's arguments as the request carried them:
+// nil for none (empty or null, given to the policy as {}), else a JSON
+// object, or ErrArgumentsInvalid.
+func parseArguments(args []byte) (map[string]any, error) {
+	args = bytes.TrimSpace(args)
+	if len(args) == 0 || string(args) == "null" {
+		return nil, nil
+	}
+	var v any
+	if err := json.Unmarshal(args, &v); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrArgumentsInvalid, err)
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, ErrArgumentsInvalid
+	}
+	return m, nil
 }

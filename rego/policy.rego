@@ -58,17 +58,31 @@ allow if {
 	count(argument_violations) == 0
 }
 
+# The first denial that applies, each rule excluding the ones before it.
+# (Not an else chain: OPA's partial evaluation, which tells the gate that a
+# call's decision does not depend on its arguments, does not see through
+# else, so a chain whose last step reads the arguments would make every
+# decision depend on them.)
 reason := sprintf("tool %q is not available", [tool_name]) if {
 	is_call
 	not visible_tools[tool_name]
-} else := sprintf("tool %q is misconfigured", [tool_name]) if {
-	is_call
+}
+
+reason := sprintf("tool %q is misconfigured", [tool_name]) if {
+	callable
 	misconfigured
-} else := scope_reason if {
-	is_call
+}
+
+reason := scope_reason if {
+	callable
+	not misconfigured
 	count(missing_scopes) > 0
-} else := concat("; ", sort(argument_violations)) if {
-	is_call
+}
+
+reason := concat("; ", sort(argument_violations)) if {
+	callable
+	not misconfigured
+	count(missing_scopes) == 0
 	count(argument_violations) > 0
 }
 
@@ -140,7 +154,16 @@ effective_permissions contains p if {
 
 is_call if input.action == "tools/call"
 
-tool_name := object.get(input, ["tool", "name"], "")
+callable if {
+	is_call
+	visible_tools[tool_name]
+}
+
+# Not object.get(input, ...): a call naming the whole input would depend, for
+# partial evaluation, on every part of it, the arguments included.
+default tool_name := ""
+
+tool_name := input.tool.name
 
 call_rule := data.tool_rules[tool_name] if is_call
 

@@ -84,8 +84,11 @@ func run(clients int, round time.Duration, rounds, listTools int, distinct bool)
 		return err
 	}
 	if distinct {
-		// Arguments never seen before (a prompt, a query) miss the decision
-		// cache, which is keyed by them: every call evaluates the policy.
+		// Arguments never seen before (a prompt, a query): the default
+		// policy's rule for add has no argument limits, so partial
+		// evaluation finds its decision free of the arguments and one
+		// decision per principal serves every call; a tool with argument
+		// limits would evaluate the policy on every call.
 		fmt.Printf("\ntools/call add, arguments differing on every call: %d clients, %d rounds of %s\n", clients, rounds, round)
 		fresh := func(n int) string {
 			return fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":%d,"b":%d}}}`, rand.Int64(), n)

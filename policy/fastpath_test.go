@@ -1,0 +1,185 @@
+package policy_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// The fast path (decisions that hold for every argument value cached
+// without the arguments, the others with them) must decide exactly as a
+// plain evaluation of the policy with no cache: for the default policy and
+// every example, over generated principals, the tools of the examples (and
+// one of no catalog), and arguments that keep and break the examples'
+// argument rules.
+
+// fastPathCatalog holds every tool the policies of rego/ and examples/ name.
+var fastPathCatalog = []policy.Tool{
+	{Name: "add", Description: "Add two numbers"},
+	{Name: "whoami", Description: "Who am I"},
+	{Name: "image_generation", Description: "Generate an image", Annotations: map[string]any{"openWorldHint": true}},
+	{Name: "list_okrs", Description: "List OKRs"},
+	{Name: "update_kr", Description: "Update a key result"},
+}
+
+// fastPathTools are the tools called: the catalog's and one it lacks.
+var fastPathTools = append(catalogNamesOf(fastPathCatalog), "not_in_catalog")
+
+func catalogNamesOf(catalog []policy.Tool) []string {
+	out := make([]string, len(catalog))
+	for i, t := range catalog {
+		out[i] = t.Name
+	}
+	return out
+}
+
+// fastPathArguments are call arguments as a request carries them.
+var fastPathArguments = []string{
+	``, `null`, `{}`,
+	`{"prompt":"a cat"}`, `{"prompt":""}`, `{"prompt":null}`, `{"prompt":5}`, `{"prompt":["a"]}`,
+	`{"prompt":"` + strings.Repeat("é", 101) + `"}`,
+	`{"prompt":"` + strings.Repeat("a", 1001) + `"}`,
+	`{"prompt":"` + strings.Repeat("a", 2001) + `"}`,
+	`{"a":1,"b":2}`, `{"a":2000000,"b":-1}`, `{"a":-1000001,"b":3}`, `{"a":"1","b":2}`, `{"b":2}`,
+	`{"a":1e13,"b":1}`, `{"a":1.5,"b":null}`,
+	`{"organization_id":"org-1"}`, `{"organization_id":"org_other"}`,
+	`{"kr":{"organization_id":"org_other","value":3}}`, `{"list":[{"organization_id":"org-1"}]}`,
+	`{"width":0,"label":"too long a label"}`,
+	// Not objects: ErrArgumentsInvalid.
+	`[1]`, `"prompt"`, `42`, `{"prompt":`, `{"a":1e400}`,
+}
+
+// Words the example policies and data grant on.
+var (
+	fastPathProviders   = append(slices.Clone(idp.Providers), idp.ProviderAnonymous, "")
+	fastPathOrgs        = []string{"", "org-1", "org_acme", "org_globex", "org_initech", "org_01HRACMEACMEACMEACMEACMEAC", "org_01HRGLOBEXGLOBEXGLOBEXGLOB"}
+	fastPathSubs        = []string{"user-1", "user_01JQALICEALICEALICEALICEA"}
+	fastPathPermissions = []string{"image_generation", "tools:read", "tools:write"}
+	fastPathScopes      = []string{"images:write", "images:read", "images:admin", "mcp:admin", "mcp:tools:call", "read:okrs", "manage:krs", "openid"}
+	fastPathRoles       = []string{"admin", "image-creator", "member"}
+)
+
+// fastPathPrincipal makes a principal from the bits of n: its provider,
+// organisation, subject, and a subset of each list of words.
+func fastPathPrincipal(n uint64) *idp.Principal {
+	pick := func(words []string) string {
+		w := words[n%uint64(len(words))]
+		n /= uint64(len(words))
+		return w
+	}
+	subset := func(words []string) []string {
+		out := []string{}
+		for _, w := range words {
+			if n&1 == 1 {
+				out = append(out, w)
+			}
+			n >>= 1
+		}
+		return out
+	}
+	provider := pick(fastPathProviders)
+	if provider == idp.ProviderAnonymous {
+		return idp.Anonymous()
+	}
+	p := &idp.Principal{Provider: provider, OrgID: pick(fastPathOrgs), Sub: pick(fastPathSubs), Iss: "https://issuer.example/"}
+	p.Permissions = subset(fastPathPermissions)
+	p.Scopes = subset(fastPathScopes)
+	p.Roles = subset(fastPathRoles)
+	p.Claims = map[string]any{"sub": p.Sub}
+	return p
+}
+
+// fastPathPolicies are rego/ and every examples/*/.
+func fastPathPolicies(t testing.TB) []string {
+	t.Helper()
+	files, err := filepath.Glob("../examples/*/policy.rego")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	dirs := []string{defaultDir}
+	for _, f := range files {
+		dirs = append(dirs, filepath.Dir(f))
+	}
+	return dirs
+}
+
+// enginePair is one policy compiled twice: with the default caches (the
+// fast path) and with none (a full evaluation for every call).
+type enginePair struct {
+	dir        string
+	fast, full *policy.Engine
+}
+
+func newEnginePairs(t testing.TB) []enginePair {
+	var out []enginePair
+	for _, dir := range fastPathPolicies(t) {
+		src := policy.Source{Dir: dir}
+		out = append(out, enginePair{dir,
+			mustNew(t, src, fastPathCatalog, policy.Options{}),
+			mustNew(t, src, fastPathCatalog, policy.Options{CacheSize: -1})})
+	}
+	return out
+}
+
+// agree decides one call on both engines and reports any difference.
+func (ep enginePair) agree(t testing.TB, p *idp.Principal, tool, args string) {
+	t.Helper()
+	ctx := context.Background()
+	got := ep.fast.DecideRaw(ctx, p, tool, []byte(args))
+	want := ep.full.DecideRaw(ctx, p, tool, []byte(args))
+	if summary(got) != summary(want) {
+		t.Errorf("%s: %s calls %s with %.60s:\nfast path %s\nfull       %s", ep.dir, p.Input(), tool, args, summary(got), summary(want))
+	}
+}
+
+func summary(d policy.Decision) string {
+	return fmt.Sprintf("visible=%v allowed=%v reason=%q scopes=%q err=%v", d.Visible, d.Allowed, d.Reason, d.RequiredScopes, d.Err != nil)
+}
+
+func TestFastPathAgreesWithFullEvaluation(t *testing.T) {
+	t.Parallel()
+	for _, ep := range newEnginePairs(t) {
+		t.Run(filepath.Base(ep.dir), func(t *testing.T) {
+			t.Parallel()
+			r := rand.New(rand.NewPCG(17, 1))
+			principals := 8
+			if testing.Short() {
+				principals = 3
+			}
+			for range principals {
+				p := fastPathPrincipal(r.Uint64())
+				for _, tool := range fastPathTools {
+					// Every argument value in a row, in a new order for each
+					// tool, so that a decision cached for some arguments is
+					// asked for with others.
+					for _, i := range r.Perm(len(fastPathArguments)) {
+						ep.agree(t, p, tool, fastPathArguments[i])
+					}
+				}
+			}
+		})
+	}
+}
+
+// FuzzFastPathAgrees: the same comparison for arbitrary principals (from
+// bits), tools and two argument values asked in a row.
+func FuzzFastPathAgrees(f *testing.F) {
+	pairs := newEnginePairs(f)
+	for i, a := range fastPathArguments {
+		f.Add(uint8(i), uint64(i)*0x9e3779b97f4a7c15, uint8(i), a, fastPathArguments[(i+1)%len(fastPathArguments)])
+	}
+	f.Fuzz(func(t *testing.T, policyIndex uint8, principal uint64, toolIndex uint8, args1, args2 string) {
+		ep := pairs[int(policyIndex)%len(pairs)]
+		p := fastPathPrincipal(principal)
+		tool := fastPathTools[int(toolIndex)%len(fastPathTools)]
+		ep.agree(t, p, tool, args1)
+		ep.agree(t, p, tool, args2)
+	})
+}
