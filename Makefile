@@ -76,6 +76,7 @@ fuzz:
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzFastPathAgrees$$' ./policy/
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzBearerChallenge$$' ./server/
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzScanRequest$$' ./server/
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzAppendString$$' ./server/
 
 # Soak: toolgate as its own process under a couple of minutes of steady mixed
 # load; prints its resident memory and goroutines at the start and the end

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -119,10 +120,10 @@ func TestDecisionLogArguments(t *testing.T) {
 		{"full", "", `{"a":`, nil, `"{\"a\":"`}, // not JSON, whatever the engine said
 		{"full", "", "\"\xff\"", nil, `"\"\ufffd\""`},
 		{"full", "a", `{"b":2, "a":"secret", "c":"<"}`, nil, `{"a":"[redacted]","b":2,"c":"<"}`},
-		{"full", "a", `[1]`, nil, `[1]`},
+		{"full", "a", `[1]`, nil, `"[redacted]"`}, // not an object: which values to hide is not known
 		{"full", "a", `{"a":"secret", "b":`, errors.New("bad"), `"[redacted]"`},
-		{"full", "a", "{\"a\":\"secret\xff\"}", nil, `"[redacted]"`},
-		{"full", "a", `"a"`, nil, `"a"`},
+		{"full", "a", "{\"a\":\"secret\xff\"}", nil, `{"a":"[redacted]"}`},
+		{"full", "a", `"a"`, nil, `"[redacted]"`},
 		{"hash", "", `{"a":2}`, nil, ""},
 		{"none", "", `{"a":2}`, nil, ""},
 	} {
@@ -133,13 +134,47 @@ func TestDecisionLogArguments(t *testing.T) {
 			t.Errorf("%s %q: not JSON: %s", c.mode, c.raw, line)
 			continue
 		}
-		if got := string(fields["arguments"]); got != c.want {
-			t.Errorf("%s %q: arguments %s, want %s", c.mode, c.raw, got, c.want)
+		// The same JSON value: how a character is escaped is the encoder's.
+		var got, want any
+		_ = json.Unmarshal(fields["arguments"], &got)
+		_ = json.Unmarshal([]byte(c.want), &want)
+		if (len(fields["arguments"]) == 0) != (c.want == "") || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s %q: arguments %s, want %s", c.mode, c.raw, fields["arguments"], c.want)
 		}
 		if hash := string(fields["arguments_sha256"]); (c.mode == "hash") != (len(hash) == 66) {
 			t.Errorf("%s %q: arguments_sha256 %s", c.mode, c.raw, hash)
 		}
 	}
+}
+
+// A string in a log line reads back as encoding/json would write it, on
+// one line.
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "auth0|carol", `say "hi"\n`, "tab\there", "a\x00b\x1fc", "é ü 漢 🙂",
+		"bad \xff byte", "\xe2\x82", "\xef\xbf\xbd", "\u2028\u2029", "</script>&"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		line := appendString(nil, s)
+		var got string
+		if err := json.Unmarshal(line, &got); err != nil {
+			t.Fatalf("appendString(%q) = %s: not JSON: %v", s, line, err)
+		}
+		want, _ := json.Marshal(s)
+		var wantS string
+		json.Unmarshal(want, &wantS)
+		if got != wantS {
+			t.Errorf("appendString(%q) reads back as %q, encoding/json as %q", s, got, wantS)
+		}
+		for _, c := range line {
+			if c < 0x20 {
+				t.Fatalf("appendString(%q) = %q: a control byte in the line", s, line)
+			}
+		}
+		if !utf8.Valid(line) {
+			t.Errorf("appendString(%q) = %q: not UTF-8", s, line)
+		}
+	})
 }
 
 // BenchmarkDecisionLogLine is what every decision pays for its log line:

@@ -227,22 +227,3 @@ func ascii(s []byte) bool {
 	}
 	return true
 }
-
-// plainRun is the length of the run of plain ASCII bytes s starts with.
-func plainRun[T string | []byte](s T) int {
-	for i := 0; i < len(s); i++ {
-		if !plainASCII[s[i]] {
-			return i
-		}
-	}
-	return len(s)
-}
-
-// plainASCII holds the bytes a JSON string carries as they are: ASCII, not
-// a control character, a quote or a backslash.
-var plainASCII = func() (plain [256]bool) {
-	for c := 0x20; c < utf8.RuneSelf; c++ {
-		plain[c] = c != '"' && c != '\\'
-	}
-	return plain
-}()
