@@ -2,8 +2,20 @@
 #
 # Operators edit data.json, not this file:
 #
-#   tool_rules.<tool>            A tool with no entry is never visible (deny by
-#                                default). {} = every authenticated principal.
+#   tool_rules.<tool>            The rule of the tool the client sees by that
+#                                name (an upstream's tools with its prefix).
+#   server_rules.<upstream>      The rule of every tool of that upstream MCP
+#                                server (input.tool.server) that has no
+#                                tool_rules entry. Never used for toolgate's
+#                                own tools (server "builtin").
+#                                A tool with neither is never visible (deny by
+#                                default).
+#
+# An entry of either is one rule or a list of rules. A tool is visible if a
+# rule of its entry applies to it and grants it; a call uses the first such
+# rule of the list (its call_scopes and arguments). A rule:
+#
+#     {}                         every authenticated principal.
 #     any_of                     {"permissions": [..], "scopes": [..], "roles": [..]}:
 #                                visible if the principal has ANY listed item.
 #                                Permissions are effective permissions (its own
@@ -14,6 +26,10 @@
 #                                anonymous principal (provider "anonymous") and
 #                                to everyone else, without any_of. Otherwise the
 #                                anonymous principal never sees the tool.
+#     annotations                {"readOnlyHint": true, ..}: the rule applies
+#                                only to tools whose annotations hold each key
+#                                with that value (a tool without the key does
+#                                not match). Absent = every tool of the entry.
 #     call_scopes                [..]: scopes the token must carry to CALL the
 #                                tool (not to see it). If one is missing the call
 #                                is denied and required_scopes lists them all
@@ -26,10 +42,19 @@
 #                                A value of the wrong type is a violation.
 #   role_permissions.<role>      [..]: permissions granted by that role.
 #
-# A mistake in a tool's rule (an unknown key, a value of the wrong type) never
-# widens access: it denies every call to that tool: `tool "<name>" is misconfigured`. List the mistakes
-# with `opa eval -d rego/ data.mcp.authz.rule_errors`; `opa test rego/` fails
-# while there are any.
+# "Readers see the read-only tools of fs, editors all of them":
+#
+#   "server_rules": {"fs": [
+#     {"any_of": {"roles": ["reader"]}, "annotations": {"readOnlyHint": true}},
+#     {"any_of": {"roles": ["editor"]}}
+#   ]}
+#
+# A mistake in an entry (an unknown key, a value of the wrong type, in any of
+# its rules) never widens access: it denies every call of the tools the entry
+# rules: `tool "<name>" is misconfigured`; a rule whose annotations are not an
+# object applies to no tool. List the mistakes with
+# `opa eval -d rego/ data.mcp.authz.rule_errors` (by tool name, and by
+# "server_rules.<upstream>"); `opa test rego/` fails while there are any.
 #
 # A tool must also be in the catalog (input.tools) to be visible. A call runs
 # only when its tool is in visible_tools and allow is true. Denials are checked
@@ -46,8 +71,9 @@ default allow := false
 # that one tool's rule instead of computing the whole set. (A plain ref walk
 # is cheaper here than `some t in input.tools`.)
 visible_tools contains name if {
-	name := input.tools[_].name
-	granted(name)
+	tool := input.tools[_]
+	name := tool.name
+	count(granting(name, object.get(tool, "server", ""), object.get(tool, "annotations", {}))) > 0
 }
 
 allow if {
@@ -103,14 +129,50 @@ authenticated if {
 	not provider in {"", "anonymous"}
 }
 
-# Whether the rule of the named tool lets this principal see it, catalog
-# aside: a lookup of that one rule.
-granted(name) if {
-	authenticated
-	grants(data.tool_rules[name])
+# The entry of a tool: its tool_rules entry, else its upstream's
+# server_rules entry (never for toolgate's own tools, nor for a tool outside
+# the catalog, whose server is ""). A lookup of that one entry, so the cost
+# of a decision does not grow with the number of rules.
+tool_entry(name, _) := data.tool_rules[name]
+
+tool_entry(name, server) := data.server_rules[server] if {
+	not has_tool_rule(name)
+	not server in {"", "builtin"}
 }
 
-granted(name) if data.tool_rules[name].anonymous == true
+# Unification, so that an entry of false or null still counts as one.
+has_tool_rule(name) if data.tool_rules[name] = _
+
+# An entry is one rule or a list of them.
+rule_list(entry) := entry if is_array(entry)
+
+rule_list(entry) := [entry] if not is_array(entry)
+
+# The positions of the rules of the tool's entry that apply to the tool and
+# let this principal see it, catalog aside.
+granting(name, server, annotations) := {i |
+	some i, rule in rule_list(tool_entry(name, server))
+	applies(rule, annotations)
+	grants_principal(rule)
+}
+
+# A rule applies to the tools whose annotations hold each of its own. A rule
+# whose annotations are not an object (or that is not an object) applies to
+# none: a mistake never widens.
+applies(rule, annotations) if {
+	limits := object.get(rule, "annotations", {})
+	is_object(limits)
+	every key, value in limits {
+		annotations[key] == value
+	}
+}
+
+grants_principal(rule) if {
+	authenticated
+	grants(rule)
+}
+
+grants_principal(rule) if rule.anonymous == true
 
 grants(rule) if {
 	any_of := object.get(rule, "any_of", null)
@@ -165,7 +227,22 @@ default tool_name := ""
 
 tool_name := input.tool.name
 
-call_rule := data.tool_rules[tool_name] if is_call
+default tool_server := ""
+
+tool_server := input.tool.server
+
+default tool_annotations := {}
+
+tool_annotations := input.tool.annotations
+
+call_entry := tool_entry(tool_name, tool_server) if is_call
+
+# The rule a call is held to: the first of its entry that made the tool
+# visible.
+call_rule := rules[min(granting(tool_name, tool_server, tool_annotations))] if {
+	is_call
+	rules := rule_list(call_entry)
+}
 
 missing_scopes contains s if {
 	some s in object.get(call_rule, "call_scopes", [])
@@ -222,25 +299,40 @@ argument_violations contains sprintf("argument %q is greater than %v", [arg, c.m
 	value > c.maximum
 }
 
-# Mistakes in data.tool_rules, by tool name. Typos must not silently drop a
-# constraint, so calls to a tool with any of these are denied. A call checks
-# only its own tool's rule (rule_mistakes of call_rule), so the cost of a
+# Mistakes in data.tool_rules, by tool name, and in data.server_rules, by
+# "server_rules.<upstream>". Typos must not silently drop a constraint, so
+# calls to a tool whose entry has any of these are denied. A call checks
+# only its own tool's entry (entry_mistakes of call_entry), so the cost of a
 # decision does not grow with the number of rules.
 rule_errors[name] := mistakes if {
-	some name, rule in data.tool_rules
-	mistakes := rule_mistakes(rule)
+	some name, entry in data.tool_rules
+	mistakes := entry_mistakes(entry)
 	count(mistakes) > 0
 }
 
-misconfigured if count(rule_mistakes(call_rule)) > 0
+rule_errors[sprintf("server_rules.%s", [server])] := mistakes if {
+	some server, entry in data.server_rules
+	mistakes := entry_mistakes(entry)
+	count(mistakes) > 0
+}
+
+misconfigured if count(entry_mistakes(call_entry)) > 0
+
+entry_mistakes(entry) := rule_mistakes(entry) if not is_array(entry)
+
+entry_mistakes(entry) := {sprintf("rule %d: %s", [i, m]) |
+	some i, rule in entry
+	some m in rule_mistakes(rule)
+} if is_array(entry)
 
 rule_mistakes(rule) := {"the rule must be an object"} if {
 	not is_object(rule)
 } else := union({
 	{sprintf("unknown key %q", [key]) |
 		some key, _ in rule
-		not key in {"any_of", "anonymous", "call_scopes", "arguments"}
+		not key in {"any_of", "anonymous", "annotations", "call_scopes", "arguments"}
 	},
+	{"annotations must be an object" | not is_object(object.get(rule, "annotations", {}))},
 	{"anonymous must be a boolean" | not is_boolean(object.get(rule, "anonymous", false))},
 	{"any_of must be an object" | not is_object(object.get(rule, "any_of", {}))},
 	{sprintf("unknown key any_of.%s", [key]) |

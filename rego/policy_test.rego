@@ -25,10 +25,10 @@ anonymous := object.union(user, {
 })
 
 catalog := [
-	{"name": "add", "description": "Add two numbers", "annotations": {}},
-	{"name": "whoami", "description": "Who am I", "annotations": {}},
-	{"name": "image_generation", "description": "Generate an image", "annotations": {}},
-	{"name": "no_rule", "description": "A tool with no rule", "annotations": {}},
+	{"name": "add", "description": "Add two numbers", "annotations": {}, "server": "builtin"},
+	{"name": "whoami", "description": "Who am I", "annotations": {}, "server": "builtin"},
+	{"name": "image_generation", "description": "Generate an image", "annotations": {}, "server": "builtin"},
+	{"name": "no_rule", "description": "A tool with no rule", "annotations": {}, "server": "builtin"},
 ]
 
 # The default data with extra tools for the any_of, anonymous and argument tests.
@@ -455,7 +455,7 @@ test_default_data_has_no_rule_errors if {
 test_rule_errors_lists_each_mistake if {
 	rules := {
 		"ok": {"any_of": {"roles": ["r"]}, "anonymous": false, "call_scopes": ["s"], "arguments": {"a": {"max_length": 1, "minimum": 0, "maximum": 2, "required": true}}},
-		"not_object": ["call_scopes"],
+		"not_object": "call_scopes",
 		"typo": {"call_scope": ["images:write"]},
 		"anonymous": {"anonymous": "true"},
 		"any_of_list": {"any_of": ["permissions"]},
@@ -514,4 +514,176 @@ test_misconfigured_any_of_hides_tool if {
 	rules := {"add": {"any_of": {"permissions": "image_generation"}}}
 	not "add" in authz.visible_tools with input as list_input(with_permissions(["image_generation"]))
 		with data.tool_rules as rules
+}
+
+# Upstream tools: server_rules and annotation-limited rules.
+
+# The builtin catalog and three tools of the upstream "fs", as the gateway
+# lists them (prefixed).
+fs_catalog := array.concat(catalog, [
+	{"name": "fs_read_text_file", "description": "", "annotations": {"readOnlyHint": true}, "server": "fs"},
+	{"name": "fs_write_file", "description": "", "annotations": {"readOnlyHint": false, "destructiveHint": true}, "server": "fs"},
+	{"name": "fs_no_hint", "description": "", "annotations": {}, "server": "fs"},
+])
+
+fs_tools := {"fs_read_text_file", "fs_write_file", "fs_no_hint"}
+
+# Readers see the read-only tools of fs, editors all of them; editors need
+# fs:write to call through their rule.
+readers_and_editors := {"fs": [
+	{"any_of": {"roles": ["reader"]}, "annotations": {"readOnlyHint": true}},
+	{"any_of": {"roles": ["editor"]}, "call_scopes": ["fs:write"]},
+]}
+
+fs_visible(principal, tool_rules, server_rules) := tools if {
+	tools := authz.visible_tools with input as object.union(list_input(principal), {"tools": fs_catalog})
+		with data.tool_rules as tool_rules
+		with data.server_rules as server_rules
+}
+
+fs_call_input(principal, name, args) := object.union(call_input(principal, name, args), {
+	"tools": fs_catalog,
+	"tool": {"name": t.name, "annotations": t.annotations, "server": t.server},
+}) if {
+	some t in fs_catalog
+	t.name == name
+}
+
+test_server_rule_applies_to_upstream_tools_without_tool_rule if {
+	fs_visible(user, data.tool_rules, {"fs": {}}) == {"add", "whoami"} | fs_tools
+	fs_visible(user, data.tool_rules, {"other": {}}) == {"add", "whoami"}
+	fs_visible(user, data.tool_rules, {}) == {"add", "whoami"}
+	fs_visible(anonymous, data.tool_rules, {"fs": {"anonymous": true}}) == fs_tools
+}
+
+test_tool_rule_wins_over_server_rule if {
+	tool_rules := object.union(data.tool_rules, {"fs_write_file": {"any_of": {"roles": ["admin"]}, "call_scopes": ["fs:admin"]}})
+	fs_visible(user, tool_rules, {"fs": {}}) == {"add", "whoami", "fs_read_text_file", "fs_no_hint"}
+	"fs_write_file" in fs_visible(with_roles(["admin"]), tool_rules, {"fs": {"any_of": {"roles": ["nobody"]}}})
+	inp := fs_call_input(with_roles(["admin"]), "fs_write_file", {})
+	authz.required_scopes == {"fs:admin"} with input as inp with data.tool_rules as tool_rules
+		with data.server_rules as {"fs": {"call_scopes": ["fs:other"]}}
+}
+
+test_tool_rule_of_false_still_wins_over_server_rule if {
+	tool_rules := {"fs_write_file": false}
+	not "fs_write_file" in fs_visible(user, tool_rules, {"fs": {}})
+}
+
+test_builtin_tools_never_take_a_server_rule if {
+	fs_visible(image_user, {}, {"builtin": {}, "": {}}) == set()
+	inp := object.union(call_input(user, "no_rule", {}), {"tool": {"name": "no_rule", "annotations": {}, "server": "builtin"}})
+	authz.reason == `tool "no_rule" is not available` with input as inp with data.server_rules as {"builtin": {}}
+}
+
+test_tool_outside_the_catalog_never_takes_a_server_rule if {
+	inp := object.union(call_input(user, "fs_gone", {}), {"tool": {"name": "fs_gone", "annotations": {}, "server": ""}})
+	not authz.allow with input as inp with data.server_rules as {"": {}, "fs": {}}
+	authz.reason == `tool "fs_gone" is not available` with input as inp with data.server_rules as {"": {}, "fs": {}}
+}
+
+test_readers_see_only_read_only_tools_editors_all if {
+	reader := with_roles(["reader"])
+	editor := with_roles(["editor"])
+	fs_visible(reader, data.tool_rules, readers_and_editors) == {"add", "whoami", "fs_read_text_file"}
+	fs_visible(editor, data.tool_rules, readers_and_editors) == {"add", "whoami"} | fs_tools
+	fs_visible(user, data.tool_rules, readers_and_editors) == {"add", "whoami"}
+	not "fs_write_file" in fs_visible(anonymous, data.tool_rules, readers_and_editors)
+}
+
+test_annotation_limit_needs_the_annotation_present_with_that_value if {
+	writers := {"fs": {"annotations": {"readOnlyHint": false}}}
+	fs_visible(user, {}, writers) == {"fs_write_file"}
+	both := {"fs": {"annotations": {"readOnlyHint": false, "destructiveHint": true}}}
+	fs_visible(user, {}, both) == {"fs_write_file"}
+	mismatch := {"fs": {"annotations": {"readOnlyHint": false, "destructiveHint": false}}}
+	fs_visible(user, {}, mismatch) == set()
+	any_tool := {"fs": {"annotations": {}}}
+	fs_visible(user, {}, any_tool) == fs_tools
+}
+
+test_tool_rule_may_be_limited_by_annotations if {
+	tool_rules := {
+		"fs_read_text_file": {"annotations": {"readOnlyHint": true}},
+		"fs_write_file": {"annotations": {"readOnlyHint": true}},
+	}
+	fs_visible(user, tool_rules, {}) == {"fs_read_text_file"}
+}
+
+test_call_scopes_of_a_server_rule if {
+	server_rules := {"fs": {"call_scopes": ["fs:call"]}}
+	inp := fs_call_input(user, "fs_read_text_file", {})
+	not authz.allow with input as inp with data.server_rules as server_rules
+	authz.required_scopes == {"fs:call"} with input as inp with data.server_rules as server_rules
+	authz.reason == `tool "fs_read_text_file" requires scope fs:call` with input as inp with data.server_rules as server_rules
+	authz.allow with input as fs_call_input(with_scopes(["fs:call"]), "fs_read_text_file", {})
+		with data.server_rules as server_rules
+}
+
+test_arguments_of_a_server_rule if {
+	server_rules := {"fs": {"arguments": {"path": {"required": true, "max_length": 5}}}}
+	inp := fs_call_input(user, "fs_read_text_file", {"path": "/srv/share/long"})
+	authz.reason == `argument "path" is longer than 5 characters` with input as inp with data.server_rules as server_rules
+	authz.allow with input as fs_call_input(user, "fs_read_text_file", {"path": "/a"}) with data.server_rules as server_rules
+}
+
+test_call_uses_the_first_rule_that_made_the_tool_visible if {
+	reader_editor := with_roles(["reader", "editor"])
+	editor := with_roles(["editor"])
+
+	# Through the readers' rule: no call scopes.
+	authz.allow with input as fs_call_input(reader_editor, "fs_read_text_file", {})
+		with data.server_rules as readers_and_editors
+
+	# Only the editors' rule makes these visible: it needs fs:write.
+	every inp in [fs_call_input(editor, "fs_read_text_file", {}), fs_call_input(reader_editor, "fs_write_file", {})] {
+		not authz.allow with input as inp with data.server_rules as readers_and_editors
+		authz.required_scopes == {"fs:write"} with input as inp with data.server_rules as readers_and_editors
+	}
+	authz.allow with input as fs_call_input(object.union(editor, {"scopes": ["fs:write"]}), "fs_write_file", {})
+		with data.server_rules as readers_and_editors
+}
+
+test_reader_call_of_a_write_tool_is_not_available if {
+	inp := fs_call_input(with_roles(["reader"]), "fs_write_file", {})
+	not authz.allow with input as inp with data.server_rules as readers_and_editors
+	authz.reason == `tool "fs_write_file" is not available` with input as inp with data.server_rules as readers_and_editors
+	not authz.required_scopes with input as inp with data.server_rules as readers_and_editors
+}
+
+test_empty_rule_list_shows_nothing if {
+	fs_visible(user, {}, {"fs": []}) == set()
+}
+
+test_misconfigured_server_rule_denies_calls if {
+	every server_rules in [
+		{"fs": {"call_scope": ["fs:write"]}},
+		{"fs": [{}, {"any_of": {"roles": "editor"}}]},
+	] {
+		inp := fs_call_input(user, "fs_read_text_file", {})
+		"fs_read_text_file" in authz.visible_tools with input as inp with data.server_rules as server_rules
+		not authz.allow with input as inp with data.server_rules as server_rules
+		authz.reason == `tool "fs_read_text_file" is misconfigured` with input as inp with data.server_rules as server_rules
+	}
+}
+
+test_annotations_that_are_not_an_object_apply_to_no_tool if {
+	every limits in ["readOnlyHint", ["readOnlyHint"], null, true] {
+		fs_visible(user, {}, {"fs": {"annotations": limits}}) == set()
+	}
+}
+
+test_rule_errors_cover_server_rules_and_annotations if {
+	server_rules := {
+		"ok": [{"annotations": {"readOnlyHint": true}}, {}],
+		"fs": {"call_scope": ["fs:write"], "annotations": "readOnlyHint"},
+		"list": [{}, {"annotation": {}}, 5],
+	}
+	got := authz.rule_errors with data.server_rules as server_rules
+		with data.tool_rules as {"add": {"annotations": ["readOnlyHint"]}}
+	got == {
+		"add": {"annotations must be an object"},
+		"server_rules.fs": {`unknown key "call_scope"`, "annotations must be an object"},
+		"server_rules.list": {`rule 1: unknown key "annotation"`, "rule 2: the rule must be an object"},
+	}
 }
