@@ -24,6 +24,13 @@ func TestArgumentFreeDecisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Readers see fs's read-only tools, editors all of them, and holders of
+	// image_generation the others, with a limit on an argument.
+	fsData := `{"server_rules": {"fs": [
+		{"any_of": {"roles": ["reader"]}, "annotations": {"readOnlyHint": true}},
+		{"any_of": {"roles": ["editor"]}},
+		{"any_of": {"permissions": ["image_generation"]}, "annotations": {"readOnlyHint": false}, "arguments": {"x": {"maximum": 3}}}
+	]}}`
 	imager := &idp.Principal{Sub: "u", Provider: "auth0", Permissions: []string{"image_generation"}, Scopes: []string{"images:write"}}
 	for _, c := range []struct {
 		name, module, data, tool string
@@ -35,6 +42,11 @@ func TestArgumentFreeDecisions(t *testing.T) {
 		{"default policy, argument limits of a tool the principal may not see", string(defaultPolicy), string(defaultData), "image_generation",
 			&idp.Principal{Sub: "u", Provider: "auth0"}, true},
 		{"default policy, a tool of no catalog", string(defaultPolicy), string(defaultData), "nope", imager, true},
+		{"default policy, a server rule without argument limits", string(defaultPolicy), fsData, "fs_read",
+			&idp.Principal{Sub: "u", Provider: "auth0", Roles: []string{"editor"}}, true},
+		{"default policy, a server rule with argument limits", string(defaultPolicy), fsData, "fs_write", imager, false},
+		{"default policy, a server rule that does not apply to the tool", string(defaultPolicy), fsData, "fs_write",
+			&idp.Principal{Sub: "u", Provider: "auth0", Roles: []string{"reader"}}, true},
 		{"allow reads an argument", "package mcp.authz\nvisible_tools := {\"add\"}\nallow if input.arguments.x == 1", "{}", "add", imager, false},
 		{"reason reads an argument", "package mcp.authz\nvisible_tools := {\"add\"}\nallow := true\nreason := sprintf(\"%v\", [input.arguments])", "{}", "add", imager, false},
 		{"the whole input passed to a function", "package mcp.authz\nvisible_tools := {\"add\"}\nallow if object.get(input, [\"tool\", \"name\"], \"\") == \"add\"", "{}", "add", imager, false},
@@ -49,7 +61,9 @@ func TestArgumentFreeDecisions(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			e, err := New(Source{Dir: dir}, []Tool{{Name: "add"}, {Name: "whoami"}, {Name: "image_generation"}},
+			e, err := New(Source{Dir: dir}, []Tool{{Name: "add"}, {Name: "whoami"}, {Name: "image_generation"},
+				{Name: "fs_read", Server: "fs", Annotations: map[string]any{"readOnlyHint": true}},
+				{Name: "fs_write", Server: "fs", Annotations: map[string]any{"readOnlyHint": false}}},
 				Options{Logger: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatal(err)

@@ -27,6 +27,8 @@ var fastPathCatalog = []policy.Tool{
 	{Name: "image_generation", Description: "Generate an image", Annotations: map[string]any{"openWorldHint": true}},
 	{Name: "list_okrs", Description: "List OKRs"},
 	{Name: "update_kr", Description: "Update a key result"},
+	{Name: "fs_read_text_file", Description: "Read a file", Annotations: map[string]any{"readOnlyHint": true}, Server: "fs"},
+	{Name: "fs_write_file", Description: "Write a file", Annotations: map[string]any{"readOnlyHint": false}, Server: "fs"},
 }
 
 // fastPathTools are the tools called: the catalog's and one it lacks.
@@ -61,7 +63,7 @@ var (
 	fastPathProviders   = append(slices.Clone(idp.Providers), idp.ProviderAnonymous, "")
 	fastPathOrgs        = []string{"", "org-1", "org_acme", "org_globex", "org_initech", "org_01HRACMEACMEACMEACMEACMEAC", "org_01HRGLOBEXGLOBEXGLOBEXGLOB"}
 	fastPathSubs        = []string{"user-1", "user_01JQALICEALICEALICEALICEA"}
-	fastPathPermissions = []string{"image_generation", "tools:read", "tools:write"}
+	fastPathPermissions = []string{"image_generation", "tools:read", "tools:write", "fs:read", "fs:write"}
 	fastPathScopes      = []string{"images:write", "images:read", "images:admin", "mcp:admin", "mcp:tools:call", "read:okrs", "manage:krs", "openid"}
 	fastPathRoles       = []string{"admin", "image-creator", "member"}
 )
