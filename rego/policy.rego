@@ -71,9 +71,10 @@ default allow := false
 # that one tool's rule instead of computing the whole set. (A plain ref walk
 # is cheaper here than `some t in input.tools`.)
 visible_tools contains name if {
-	tool := input.tools[_]
-	name := tool.name
-	count(granting(name, object.get(tool, "server", ""), object.get(tool, "annotations", {}))) > 0
+	some i
+	name := input.tools[i].name
+	tool := input.tools[i]
+	granted(name, object.get(tool, "server", ""), object.get(tool, "annotations", {}))
 }
 
 allow if {
@@ -136,8 +137,8 @@ authenticated if {
 tool_entry(name, _) := data.tool_rules[name]
 
 tool_entry(name, server) := data.server_rules[server] if {
-	not has_tool_rule(name)
 	not server in {"", "builtin"}
+	not has_tool_rule(name)
 }
 
 # Unification, so that an entry of false or null still counts as one.
@@ -148,10 +149,29 @@ rule_list(entry) := entry if is_array(entry)
 
 rule_list(entry) := [entry] if not is_array(entry)
 
-# The positions of the rules of the tool's entry that apply to the tool and
-# let this principal see it, catalog aside.
+# Whether a rule of the tool's entry lets this principal see it, catalog
+# aside. (Not through rule_list: a single rule, the usual entry, is then
+# checked without building a list.)
+granted(name, server, annotations) if grants_entry(tool_entry(name, server), annotations)
+
+grants_entry(entry, annotations) if {
+	not is_array(entry)
+	grants_tool(entry, annotations)
+}
+
+grants_entry(entry, annotations) if {
+	is_array(entry)
+	some rule in entry
+	grants_tool(rule, annotations)
+}
+
+# The positions of the rules of the tool's entry that do.
 granting(name, server, annotations) := {i |
 	some i, rule in rule_list(tool_entry(name, server))
+	grants_tool(rule, annotations)
+}
+
+grants_tool(rule, annotations) if {
 	applies(rule, annotations)
 	grants_principal(rule)
 }
