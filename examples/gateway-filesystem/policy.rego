@@ -69,7 +69,8 @@ default allow := false
 # The tools tools/list returns: the catalog's tools whose rule grants them.
 # A partial set, so that a call asks visible_tools[tool_name] and OPA checks
 # that one tool's rule instead of computing the whole set. (A plain ref walk
-# is cheaper here than `some t in input.tools`.)
+# is cheaper here than `some t in input.tools`; the name first, so that a
+# call, whose name is bound, binds no other entry of the catalog.)
 visible_tools contains name if {
 	some i
 	name := input.tools[i].name
