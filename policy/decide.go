@@ -183,7 +183,12 @@ func (e *Engine) argumentFree(ctx context.Context, c *compiled, tk [sha256.Size]
 	ctx, cancel := e.deadline(ctx)
 	defer cancel()
 	in := ast.NewObject(items...).Copy() // the catalog's terms are shared with evaluations
-	c.partialMu.Lock()
+	// One partial evaluation at a time; a call that finds one running does
+	// not queue behind it (a burst of new principals would wait for each
+	// other's): it is evaluated in full, and asks again next time.
+	if !c.partialMu.TryLock() {
+		return false
+	}
 	pq, err := c.partial.Partial(ctx, rego.EvalParsedInput(in))
 	c.partialMu.Unlock()
 	if err != nil && ctx.Err() != nil {
