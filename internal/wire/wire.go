@@ -74,7 +74,8 @@ func Server(ctx context.Context, o server.Options, src Sources) (*server.Server,
 			reserved = append(reserved, t.Tool.Name)
 		}
 		pool, err := upstream.New(cfg.Upstreams, upstream.Options{Logger: o.Logger, OnChange: o.Events.UpstreamsChanged,
-			Reserved: reserved, Version: server.Version})
+			Reserved: reserved, Version: server.Version, OnRequest: o.Events.UpstreamRequest, OnUp: o.Events.UpstreamUp,
+			OnProcesses: o.Events.UpstreamProcesses})
 		if err != nil {
 			return nil, err
 		}
