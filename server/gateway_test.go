@@ -30,11 +30,19 @@ const gatewayData = `{
   }
 }`
 
+// withUpstreamServer puts the upstream at url behind the gate as "up",
+// leaving the policy as it is (no rule makes its tools visible).
+func withUpstreamServer(url string) gateOption {
+	return func(c *config.Config, _ *server.Options) {
+		c.Upstreams = []config.Upstream{{Name: "up", URL: url, Timeout: 5 * time.Second}}
+	}
+}
+
 // withUpstream puts the upstream at url behind the gate as "up", and the
 // policy data gatewayData in force.
 func withUpstream(url string, builtin bool) gateOption {
-	return func(c *config.Config, _ *server.Options) {
-		c.Upstreams = []config.Upstream{{Name: "up", URL: url, Timeout: 5 * time.Second}}
+	return func(c *config.Config, o *server.Options) {
+		withUpstreamServer(url)(c, o)
 		c.BuiltinTools = builtin
 		if err := os.WriteFile(filepath.Join(c.Policy.Dir, "data.json"), []byte(gatewayData), 0o644); err != nil {
 			panic(err)
