@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/toolgate/toolgate/idp/idptest"
+	"github.com/toolgate/toolgate/upstream/upstreamtest"
 )
 
 // The Grafana dashboard shipped in dashboards/ must stay in step with the
@@ -144,7 +145,9 @@ func TestDashboardMetricsExist(t *testing.T) {
 	}
 
 	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
-	g := startGate(t, []*idptest.Tenant{tn})
+	// An upstream, as an issuer: their families have a series per
+	// configured one, and none without.
+	g := startGate(t, []*idptest.Tenant{tn}, withUpstreamServer(upstreamtest.Start(t).URL))
 	traffic(t, g, tn)
 	g.writePolicyFile("extra.rego", "package mcp.authz\n")
 	var text string
@@ -224,7 +227,7 @@ func TestDashboardPanels(t *testing.T) {
 	for _, v := range d.Templating.List {
 		vars[v.Name] = v.Type
 	}
-	for name, typ := range map[string]string{"datasource": "datasource", "issuer": "query", "tool": "query"} {
+	for name, typ := range map[string]string{"datasource": "datasource", "issuer": "query", "tool": "query", "upstream": "query"} {
 		if vars[name] != typ {
 			t.Errorf("template variable %s is %q, want %q", name, vars[name], typ)
 		}
@@ -330,7 +333,11 @@ func TestDashboardSeriesOnAFreshInstance(t *testing.T) {
 	// Not startGate: its wait for readiness would be traffic. Scrapes, as
 	// Prometheus makes them, until the issuer's keys have been fetched at
 	// start (toolgate_jwks_last_success_age_seconds has no value before).
-	g := startGateNotReady(t, []*idptest.Tenant{tn})
+	// The upstream families, like the issuer ones, have a series per
+	// configured upstream (at zero until it is listed) and none without
+	// one, where the upstream panels say "No data": true, and what their
+	// descriptions say. So the instance has an upstream, as it has an issuer.
+	g := startGateNotReady(t, []*idptest.Tenant{tn}, withUpstreamServer(upstreamtest.Start(t).URL))
 	var text string
 	waitFor(t, "the issuer's keys", func() bool {
 		resp, err := http.Get(g.URL + "/metrics")

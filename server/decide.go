@@ -95,7 +95,7 @@ func (s *Server) record(c *callDecision) {
 		reason = ""
 	}
 	s.decisions.write(entry{
-		ID: c.ID, Principal: c.principal, Action: policy.ActionCall, Tool: c.tool, Arguments: c.args,
+		ID: c.ID, Principal: c.principal, Action: policy.ActionCall, Tool: c.tool, Server: s.catalog.Load().server[c.tool], Arguments: c.args,
 		Result: c.result, Code: c.code, Reason: reason, RequiredScopes: c.logged.RequiredScopes,
 		Revision: c.Revision, At: c.at, Eval: c.eval, Err: c.logged.Err,
 	})
@@ -112,8 +112,9 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 		e.Result, e.Code = resultError, outcome.EvaluationError
 		s.log.Error("policy evaluation failed; no tool listed", "decision_id", e.ID, "revision", e.Revision, "error", err)
 	}
+	catalog := s.catalog.Load().names
 	if s.dryRun {
-		for _, name := range s.catalog {
+		for _, name := range catalog {
 			if !visible[name] {
 				e.Hidden = append(e.Hidden, name)
 			}
@@ -121,10 +122,10 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 		if len(e.Hidden) > 0 && err == nil {
 			e.Result, e.Code = resultDryRunDeny, outcome.NotVisible
 		}
-		visible = set(s.catalog)
+		visible = set(catalog)
 	}
 	e.Visible = []string{}
-	for _, name := range s.catalog {
+	for _, name := range catalog {
 		if visible[name] {
 			e.Visible = append(e.Visible, name)
 		}

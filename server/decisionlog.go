@@ -133,6 +133,7 @@ type entry struct {
 	ID             string
 	Principal      *idp.Principal
 	Action, Tool   string
+	Server         string   // tools/call: the tool's server ("builtin" or an upstream), "" when not in the catalog
 	Arguments      []byte   // tools/call: params.arguments as sent
 	Visible        []string // tools/list: what was returned
 	Hidden         []string // tools/list in dry-run: what would have been hidden
@@ -171,6 +172,10 @@ func (l *decisionLog) write(e entry) {
 	if e.Tool != "" {
 		b = append(b, `,"tool":`...)
 		b = appendString(b, e.Tool)
+	}
+	if e.Server != "" {
+		b = append(b, `,"server":`...)
+		b = appendString(b, e.Server)
 	}
 	if e.Action == "tools/call" {
 		b = l.appendArguments(b, e.Arguments)

@@ -46,15 +46,20 @@ func TestDecisionLogLine(t *testing.T) {
 		e    entry
 		want string
 	}{
-		{"call", entry{ID: "8f0c", Principal: carol, Action: policy.ActionCall, Tool: "image_generation",
+		{"call", entry{ID: "8f0c", Principal: carol, Action: policy.ActionCall, Tool: "image_generation", Server: "builtin",
 			Arguments: []byte(`{"prompt":"x"}`), Result: resultDeny, Code: outcome.InsufficientScope,
 			Reason: `tool "image_generation" requires scope images:write`, RequiredScopes: []string{"images:write"},
 			Revision: "54c187defdc7", At: at, Eval: 412 * time.Microsecond},
 			`{"time":"2026-11-28T19:24:21.5Z","level":"INFO","msg":"decision","decision_id":"8f0c",` +
 				`"principal":{"sub":"auth0|carol","iss":"https://example.us.auth0.com/","provider":"auth0","org_id":"org_9","client_id":"cli"},` +
-				`"action":"tools/call","tool":"image_generation","arguments":{"prompt":"x"},"result":"deny","reason_code":"insufficient_scope",` +
+				`"action":"tools/call","tool":"image_generation","server":"builtin","arguments":{"prompt":"x"},"result":"deny","reason_code":"insufficient_scope",` +
 				`"reason":"tool \"image_generation\" requires scope images:write","required_scopes":["images:write"],` +
 				`"policy_revision":"54c187defdc7","eval_ms":0.412}`},
+		{"call of a tool not in the catalog", entry{ID: "2", Principal: carol, Action: policy.ActionCall, Tool: "nope",
+			Result: resultDeny, Code: outcome.NotVisible, Revision: "r", At: at},
+			`{"time":"2026-11-28T19:24:21.5Z","level":"INFO","msg":"decision","decision_id":"2",` +
+				`"principal":{"sub":"auth0|carol","iss":"https://example.us.auth0.com/","provider":"auth0","org_id":"org_9","client_id":"cli"},` +
+				`"action":"tools/call","tool":"nope","arguments":{},"result":"deny","reason_code":"not_visible","policy_revision":"r","eval_ms":0}`},
 		{"list", entry{ID: "9a1d", Principal: &idp.Principal{Sub: "s"}, Action: policy.ActionList,
 			Visible: []string{"add"}, Hidden: []string{"image_generation"}, Result: resultDryRunDeny, Code: outcome.NotVisible,
 			Err: errors.New("boom"), Revision: "r", At: at, Eval: 3 * time.Millisecond},

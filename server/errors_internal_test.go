@@ -30,7 +30,7 @@ func TestWriteErrorFollowsTheOutcomeTable(t *testing.T) {
 		outcome.SessionNotFound:  errSessionUnknown,
 		outcome.InternalError:    errors.New("a fault"),
 	}
-	s := &Server{metrics: newMetrics(nil, nil), log: slog.New(slog.DiscardHandler), metadataURL: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"}
+	s := &Server{metrics: newMetrics(nil, nil, nil), log: slog.New(slog.DiscardHandler), metadataURL: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"}
 	for _, o := range outcome.Table {
 		var err error
 		switch o.Kind {

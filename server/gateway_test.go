@@ -30,11 +30,19 @@ const gatewayData = `{
   }
 }`
 
+// withUpstreamServer puts the upstream at url behind the gate as "up",
+// leaving the policy as it is (no rule makes its tools visible).
+func withUpstreamServer(url string) gateOption {
+	return func(c *config.Config, _ *server.Options) {
+		c.Upstreams = []config.Upstream{{Name: "up", URL: url, Timeout: 5 * time.Second}}
+	}
+}
+
 // withUpstream puts the upstream at url behind the gate as "up", and the
 // policy data gatewayData in force.
 func withUpstream(url string, builtin bool) gateOption {
-	return func(c *config.Config, _ *server.Options) {
-		c.Upstreams = []config.Upstream{{Name: "up", URL: url, Timeout: 5 * time.Second}}
+	return func(c *config.Config, o *server.Options) {
+		withUpstreamServer(url)(c, o)
 		c.BuiltinTools = builtin
 		if err := os.WriteFile(filepath.Join(c.Policy.Dir, "data.json"), []byte(gatewayData), 0o644); err != nil {
 			panic(err)
@@ -175,4 +183,78 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// Upstream tools are counted and logged under their names and server, and
+// the upstream's requests, state and processes are in the metrics.
+func TestGatewayObservability(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withUpstream(up.URL, true))
+	c := g.connect(tn.Token(idptest.Claims{Audience: []string{g.Config.ResourceURL()}, Scopes: []string{"openid"}}))
+	toolNames(t, c)
+	if res, err := callTool(c, "up_echo", map[string]any{"text": "hi"}); err != nil || res.IsError {
+		t.Fatalf("up_echo = %+v, %v", res, err)
+	}
+	callTool(c, "add", map[string]any{"a": 1, "b": 2})
+
+	text := g.scrape(g.URL + "/metrics")
+	for _, want := range []string{
+		`toolgate_upstream_up{upstream="up"} 1`,
+		`toolgate_upstream_processes{upstream="up"} 0`,
+		`toolgate_upstream_requests_total{method="tools/call",outcome="success",upstream="up"} 1`,
+		`toolgate_upstream_requests_total{method="initialize",outcome="success",upstream="up"} `,
+		`toolgate_upstream_requests_total{method="tools/call",outcome="timeout",upstream="up"} 0`,
+		`toolgate_upstream_request_duration_seconds_count{upstream="up"} `,
+		`toolgate_tool_calls_total{outcome="success",tool="up_echo"} 1`,
+		`toolgate_tool_calls_total{outcome="error",tool="up_slow"} 0`,
+		`toolgate_policy_decisions_total{action="tools/call",reason="allowed",result="allow",tool="up_echo"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(text, `tool="unknown"`) && strings.Contains(text, `toolgate_tool_calls_total{outcome="success",tool="unknown"} 1`) {
+		t.Error("the upstream call counted under tool=unknown")
+	}
+
+	servers := map[string]any{}
+	var visible []any
+	for _, line := range g.decisionLines() {
+		switch line["action"] {
+		case "tools/call":
+			servers[str(line["tool"])] = line["server"]
+		case "tools/list":
+			visible, _ = line["visible_tools"].([]any)
+		}
+	}
+	if servers["up_echo"] != "up" || servers["add"] != "builtin" {
+		t.Errorf("decision log servers = %v, want up_echo: up, add: builtin", servers)
+	}
+	if !slices.Contains(visible, any("up_echo")) {
+		t.Errorf("tools/list line's visible_tools = %v, want up_echo among them", visible)
+	}
+}
+
+// A tool that leaves the catalog leaves the metrics: an upstream that
+// renames its tools cannot grow the scrape without bound.
+func TestGatewayDeadUpstreamsToolsLeaveTheMetrics(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withUpstream(up.URL, true))
+	c := g.connect(tn.Token(idptest.Claims{Audience: []string{g.Config.ResourceURL()}, Scopes: []string{"openid"}}))
+	if text := g.scrape(g.URL + "/metrics"); !strings.Contains(text, `tool="up_echo"`) {
+		t.Fatal("up_echo has no series while served")
+	}
+	up.Close()
+	callTool(c, "up_echo", map[string]any{"text": "x"}) // makes the gate list again
+	waitFor(t, "the upstream down", func() bool {
+		return strings.Contains(g.scrape(g.URL+"/metrics"), `toolgate_upstream_up{upstream="up"} 0`)
+	})
+	waitFor(t, "up_echo's series gone", func() bool {
+		return !strings.Contains(g.scrape(g.URL+"/metrics"), `tool="up_echo"`)
+	})
+	if text := g.scrape(g.URL + "/metrics"); !strings.Contains(text, `tool="add"`) {
+		t.Error("a built-in tool's series went with the upstream's")
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -15,6 +16,7 @@ import (
 	"github.com/toolgate/toolgate/idp"
 	"github.com/toolgate/toolgate/outcome"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/upstream"
 )
 
 // Label values outside the bounded sets.
@@ -34,11 +36,13 @@ const (
 
 // metrics are toolgate's Prometheus families, on a registry of their own.
 // No label ever holds a subject, a token or a free-form string: tools come
-// from the catalog, issuers from the configuration, reasons from fixed codes.
+// from the catalog, issuers and upstreams from the configuration, reasons
+// from fixed codes.
 type metrics struct {
-	registry *prometheus.Registry
-	tools    map[string]bool
-	issuers  map[string]bool
+	registry  *prometheus.Registry
+	tools     atomic.Pointer[map[string]bool] // the catalog's names; setTools swaps it
+	issuers   map[string]bool
+	upstreams map[string]bool
 
 	decisions       *prometheus.CounterVec
 	evalDuration    *prometheus.HistogramVec
@@ -55,6 +59,10 @@ type metrics struct {
 	sessionsActive  prometheus.Gauge
 	decisionLogFail prometheus.Counter
 	refused         *prometheus.CounterVec
+	upRequests      *prometheus.CounterVec
+	upDuration      *prometheus.HistogramVec
+	upUp            *prometheus.GaugeVec
+	upProcesses     *prometheus.GaugeVec
 
 	// The children of label values known at start, resolved once.
 	evalTime   map[string]prometheus.Observer // by action
@@ -64,11 +72,11 @@ type metrics struct {
 	lastRefresh map[string]time.Time // issuer -> last good JWKS fetch
 }
 
-func newMetrics(tools, issuers []string) *metrics {
+func newMetrics(tools, issuers, upstreams []string) *metrics {
 	m := &metrics{
 		registry:    prometheus.NewRegistry(),
-		tools:       set(tools),
 		issuers:     set(issuers),
+		upstreams:   set(upstreams),
 		lastRefresh: map[string]time.Time{},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "toolgate_policy_decisions_total",
@@ -133,11 +141,30 @@ func newMetrics(tools, issuers []string) *metrics {
 			Name: "toolgate_decision_log_write_failures_total",
 			Help: "Decision log lines that could not be written.",
 		}),
+		upRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_upstream_requests_total",
+			Help: "Requests sent to upstream MCP servers, by upstream, MCP method and outcome (success, error, timeout, unavailable, refused, canceled).",
+		}, []string{"upstream", "method", "outcome"}),
+		upDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "toolgate_upstream_request_duration_seconds",
+			Help:    "Duration of requests sent to upstream MCP servers, whatever their outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"upstream"}),
+		upUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "toolgate_upstream_up",
+			Help: "Whether the last tools/list of each upstream succeeded (1) or not (0): its tools are served only when 1.",
+		}, []string{"upstream"}),
+		upProcesses: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "toolgate_upstream_processes",
+			Help: "Processes running for each stdio upstream (one per open session).",
+		}, []string{"upstream"}),
 	}
+	m.tools.Store(new(map[string]bool))
 	m.registry.MustRegister(
 		m.decisions, m.evalDuration, m.validations, m.jwksRefreshes, m.jwksKeys,
 		m.reloads, m.revision, m.loadedAt, m.httpRequests, m.httpDuration,
 		m.toolCalls, m.toolDuration, m.sessionsActive, m.decisionLogFail, m.refused,
+		m.upRequests, m.upDuration, m.upUp, m.upProcesses,
 		&jwksAge{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -151,7 +178,8 @@ func newMetrics(tools, issuers []string) *metrics {
 		m.jwksKeys.WithLabelValues(is)
 		m.validToken[is] = m.validations.WithLabelValues(is, "valid", "ok")
 	}
-	m.startAtZero(tools, issuers)
+	m.startAtZero(issuers, upstreams)
+	m.setTools(tools)
 	return m
 }
 
@@ -200,20 +228,22 @@ var (
 // for the refusals of a token that names no configured issuer, and no
 // value a request brings. A combination may be one the configuration never
 // produces (dry_run_deny outside dry-run): it then stays at zero. That is
-// at most, per tool, 8 decision, 3 tool-call series and a histogram; per
-// issuer 14 series; and 19 more, plus one histogram, for everything else.
-func (m *metrics) startAtZero(tools, issuers []string) {
+// at most, per tool, 10 decision, 3 tool-call series and a histogram (see
+// setTools); per issuer 14 series; per upstream 18 request series, 2 gauges
+// and a histogram; and 19 more, plus one histogram, for everything else.
+func (m *metrics) startAtZero(issuers, upstreams []string) {
 	for _, o := range listOutcomes {
 		m.decisions.WithLabelValues(policy.ActionList, labelAllTools, o.result, string(o.code))
 	}
-	for _, tool := range tools {
-		for _, o := range callOutcomes {
-			m.decisions.WithLabelValues(policy.ActionCall, tool, o.result, string(o.code))
+	for _, up := range upstreams {
+		for _, method := range upstream.Methods {
+			for _, o := range upstream.Outcomes {
+				m.upRequests.WithLabelValues(up, method, o)
+			}
 		}
-		for _, outcome := range toolOutcomes {
-			m.toolCalls.WithLabelValues(tool, outcome)
-		}
-		m.toolDuration.WithLabelValues(tool)
+		m.upDuration.WithLabelValues(up)
+		m.upUp.WithLabelValues(up)
+		m.upProcesses.WithLabelValues(up)
 	}
 	for _, is := range issuers {
 		for _, r := range issuerReasons {
@@ -244,12 +274,77 @@ func set(list []string) map[string]bool {
 	return out
 }
 
+// setTools makes the tool labels follow the catalog (the built-in tools and
+// the upstreams' tools being served): a tool new to it starts at zero, and
+// the series of a tool that left it are deleted, so that an upstream that
+// renames its tools cannot grow a scrape without bound. The bound is the
+// catalog's size, at most upstream.MaxTools per upstream. A call that races
+// with the swap may count under labelUnknown, or re-create a departed
+// tool's series until its next departure.
+func (m *metrics) setTools(tools []string) {
+	old := *m.tools.Load()
+	now := set(tools)
+	for _, tool := range tools {
+		if old[tool] {
+			continue
+		}
+		for _, o := range callOutcomes {
+			m.decisions.WithLabelValues(policy.ActionCall, tool, o.result, string(o.code))
+		}
+		for _, outcome := range toolOutcomes {
+			m.toolCalls.WithLabelValues(tool, outcome)
+		}
+		m.toolDuration.WithLabelValues(tool)
+	}
+	m.tools.Store(&now)
+	for tool := range old {
+		if !now[tool] {
+			gone := prometheus.Labels{"tool": tool}
+			m.decisions.DeletePartialMatch(gone)
+			m.toolCalls.DeletePartialMatch(gone)
+			m.toolDuration.DeletePartialMatch(gone)
+		}
+	}
+}
+
 // tool bounds a tool label to the catalog.
 func (m *metrics) tool(name string) string {
-	if m.tools[name] {
+	if (*m.tools.Load())[name] {
 		return name
 	}
 	return labelUnknown
+}
+
+// upstream bounds an upstream label to the configured names.
+func (m *metrics) upstream(name string) string {
+	if m.upstreams[name] {
+		return name
+	}
+	return labelUnknown
+}
+
+func (m *metrics) upstreamRequest(up, method, outcome string, d time.Duration) {
+	up = m.upstream(up)
+	if !slices.Contains(upstream.Methods, method) {
+		method = labelUnknown
+	}
+	if !slices.Contains(upstream.Outcomes, outcome) {
+		outcome = labelUnknown
+	}
+	m.upRequests.WithLabelValues(up, method, outcome).Inc()
+	m.upDuration.WithLabelValues(up).Observe(d.Seconds())
+}
+
+func (m *metrics) upstreamUp(up string, ok bool) {
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.upUp.WithLabelValues(m.upstream(up)).Set(v)
+}
+
+func (m *metrics) upstreamProcesses(up string, n int) {
+	m.upProcesses.WithLabelValues(m.upstream(up)).Set(float64(n))
 }
 
 // issuer bounds an issuer label to the configured names.

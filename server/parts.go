@@ -105,6 +105,28 @@ func (e *Events) UpstreamsChanged() {
 	}
 }
 
+// UpstreamRequest counts a request sent upstream (upstream.Options.OnRequest).
+func (e *Events) UpstreamRequest(name, method, outcome string, d time.Duration) {
+	if s := e.srv.Load(); s != nil {
+		s.metrics.upstreamRequest(name, method, outcome, d)
+	}
+}
+
+// UpstreamUp records whether an upstream is up (upstream.Options.OnUp).
+func (e *Events) UpstreamUp(name string, up bool) {
+	if s := e.srv.Load(); s != nil {
+		s.metrics.upstreamUp(name, up)
+	}
+}
+
+// UpstreamProcesses records a stdio upstream's processes
+// (upstream.Options.OnProcesses).
+func (e *Events) UpstreamProcesses(name string, n int) {
+	if s := e.srv.Load(); s != nil {
+		s.metrics.upstreamProcesses(name, n)
+	}
+}
+
 // PolicyReloaded counts a reload attempt (policy.Options.OnReload).
 func (e *Events) PolicyReloaded(err error) {
 	if s := e.srv.Load(); s != nil {

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -77,7 +78,7 @@ type Server struct {
 	metrics     *metrics
 	decisions   *decisionLog
 	dryRun      bool
-	catalog     []string
+	catalog     atomic.Pointer[catalogView]
 	tasks       []Task
 	builtin     []mcpserver.ServerTool
 	upstreams   Upstreams
@@ -115,9 +116,8 @@ func New(o Options) (*Server, error) {
 		builtin:     o.Tools,
 		upstreams:   o.Upstreams,
 	}
-	for _, t := range o.Tools {
-		s.catalog = append(s.catalog, t.Tool.Name)
-	}
+	builtin := newCatalogView(Catalog(o.Tools))
+	s.catalog.Store(builtin)
 	for _, o := range cfg.AllowedOrigins {
 		if k := originKey(trimSlash(o)); k != "" { // "" is what every non-origin maps to
 			s.origins[k] = true
@@ -127,7 +127,13 @@ func New(o Options) (*Server, error) {
 	for _, st := range s.verifier.Status() {
 		issuers = append(issuers, st.Name)
 	}
-	s.metrics = newMetrics(s.catalog, issuers)
+	var upstreams []string
+	if o.Upstreams != nil {
+		for _, st := range o.Upstreams.Status() {
+			upstreams = append(upstreams, st.Name)
+		}
+	}
+	s.metrics = newMetrics(builtin.names, issuers, upstreams)
 	s.sessions = newSessions(func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
 	s.inflight = newInflight()
 	if o.DecisionLog != nil {
@@ -205,10 +211,28 @@ func catalogTool(t mcp.Tool, server string) policy.Tool {
 	return policy.Tool{Name: t.Name, Description: t.Description, Annotations: ann, Server: server}
 }
 
+// catalogView is the catalog as the gate reads it: the names in order
+// (the decision log's visible_tools, dry-run's would_hide) and each tool's
+// server (the decision log's server, the metrics' tool labels).
+type catalogView struct {
+	names  []string
+	server map[string]string
+}
+
+func newCatalogView(catalog []policy.Tool) *catalogView {
+	v := &catalogView{names: make([]string, 0, len(catalog)), server: make(map[string]string, len(catalog))}
+	for _, t := range catalog {
+		v.names = append(v.names, t.Name)
+		v.server[t.Name] = t.Server
+	}
+	return v
+}
+
 // upstreamsChanged serves the upstreams' tools as they are now: the policy
 // gets the new catalog first, so that a tool is never served before the
-// policy knows its server; then the tool list is replaced, which tells the
-// sessions (MCP server/tools, "List Changed Notification").
+// policy knows its server; then the gate's own view and the metrics' tool
+// labels; then the tool list is replaced, which tells the sessions (MCP
+// server/tools, "List Changed Notification").
 func (s *Server) upstreamsChanged() {
 	if s.upstreams == nil {
 		return
@@ -228,6 +252,9 @@ func (s *Server) upstreamsChanged() {
 			return
 		}
 	}
+	view := newCatalogView(catalog)
+	s.catalog.Store(view)
+	s.metrics.setTools(view.names)
 	s.mcp.SetTools(tools...)
 }
 

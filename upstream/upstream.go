@@ -61,7 +61,37 @@ type Options struct {
 	Getenv func(string) string
 	// Version is toolgate's, sent as clientInfo.
 	Version string
+
+	// What the pool does, for metrics (server.Events has these methods;
+	// the package imports no server). Each may be nil.
+	//
+	// OnRequest is told of every request sent to an upstream, once it is
+	// answered or failed: its MCP method (one of Methods) and outcome (one
+	// of Outcomes). A tools/call refused at max_processes, or whose session
+	// could not be opened, counts too: it is what a client waited for.
+	OnRequest func(upstream, method, outcome string, d time.Duration)
+	// OnUp is told of every listing's verdict: up or down.
+	OnUp func(upstream string, up bool)
+	// OnProcesses is told the number of stdio processes of an upstream
+	// running (one per open session) whenever it changes.
+	OnProcesses func(upstream string, n int)
 }
+
+// The MCP methods toolgate sends upstream, as OnRequest names them.
+var Methods = []string{string(mcp.MethodInitialize), string(mcp.MethodToolsList), string(mcp.MethodToolsCall)}
+
+// Outcomes of a request sent upstream, as OnRequest names them.
+const (
+	OutcomeSuccess     = "success"     // answered (a tool result with isError is an answer)
+	OutcomeError       = "error"       // answered with a JSON-RPC error or a malformed result
+	OutcomeTimeout     = "timeout"     // no answer within the upstream's timeout
+	OutcomeUnavailable = "unavailable" // not delivered: connection refused or lost, process gone
+	OutcomeRefused     = "refused"     // not sent: the upstream is at max_processes
+	OutcomeCanceled    = "canceled"    // the client or toolgate gave up first
+)
+
+// Outcomes are every outcome OnRequest reports.
+var Outcomes = []string{OutcomeSuccess, OutcomeError, OutcomeTimeout, OutcomeUnavailable, OutcomeRefused, OutcomeCanceled}
 
 // Pool is the configured upstreams.
 type Pool struct {
@@ -88,6 +118,15 @@ func New(cfgs []config.Upstream, o Options) (*Pool, error) {
 	}
 	if o.Getenv == nil {
 		o.Getenv = os.Getenv
+	}
+	if o.OnRequest == nil {
+		o.OnRequest = func(string, string, string, time.Duration) {}
+	}
+	if o.OnUp == nil {
+		o.OnUp = func(string, bool) {}
+	}
+	if o.OnProcesses == nil {
+		o.OnProcesses = func(string, int) {}
 	}
 	p := &Pool{opts: o, reserved: map[string]bool{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -209,6 +248,7 @@ type Upstream struct {
 	headers map[string]string // auth, sent with every HTTP request
 	http    *http.Client      // pooled connections (Streamable HTTP)
 	refresh chan struct{}     // a call failed: list again now
+	procs   atomic.Int64      // stdio processes running
 
 	mu       sync.Mutex
 	up       bool
@@ -225,6 +265,8 @@ type session struct {
 	ready    chan struct{}
 	c        *client.Client
 	err      error
+	once     sync.Once
+	closed   func()       // after c is closed
 	lastUsed atomic.Int64 // unix nanoseconds
 	busy     atomic.Int32 // calls in flight: an idle sweep leaves it
 }
@@ -263,8 +305,9 @@ func (u *Upstream) list(ctx context.Context) (changed bool) {
 	s, err := u.control(ctx)
 	var raw []json.RawMessage
 	if err == nil {
-		raw, err = listRaw(ctx, s.c)
+		raw, err = u.listRaw(ctx, s.c)
 	}
+	u.pool.opts.OnUp(u.cfg.Name, err == nil)
 	if err != nil {
 		if ctx.Err() != nil && u.pool.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("no answer within %s", u.cfg.Timeout)
@@ -295,7 +338,7 @@ func (u *Upstream) list(ctx context.Context) (changed bool) {
 // listRaw pages through tools/list. It asks the transport itself, so that
 // each tool's JSON, its schemas above all, reaches the client as the
 // upstream wrote it (mcp-go's typed schemas keep only some keywords).
-func listRaw(ctx context.Context, c *client.Client) ([]json.RawMessage, error) {
+func (u *Upstream) listRaw(ctx context.Context, c *client.Client) ([]json.RawMessage, error) {
 	var out []json.RawMessage
 	seen := map[string]bool{}
 	cursor := ""
@@ -304,22 +347,27 @@ func listRaw(ctx context.Context, c *client.Client) ([]json.RawMessage, error) {
 		if cursor != "" {
 			params["cursor"] = cursor
 		}
+		start := time.Now()
 		res, err := c.GetTransport().SendRequest(ctx, transport.JSONRPCRequest{
 			JSONRPC: mcp.JSONRPC_VERSION, ID: mcp.NewRequestId(fmt.Sprintf("toolgate-list-%d", listIDs.Add(1))),
 			Method: string(mcp.MethodToolsList), Params: params,
 		})
 		if err != nil {
+			u.observe(ctx, mcp.MethodToolsList, start, transport.NewError(err))
 			return nil, err
-		}
-		if res.Error != nil {
-			return nil, res.Error.AsError()
 		}
 		var r struct {
 			Tools      []json.RawMessage `json:"tools"`
 			NextCursor string            `json:"nextCursor"`
 		}
-		if err := json.Unmarshal(res.Result, &r); err != nil {
-			return nil, fmt.Errorf("tools/list: malformed result: %w", err)
+		if res.Error != nil {
+			err = res.Error.AsError()
+		} else if err = json.Unmarshal(res.Result, &r); err != nil {
+			err = fmt.Errorf("tools/list: malformed result: %w", err)
+		}
+		u.observe(ctx, mcp.MethodToolsList, start, err)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, r.Tools...)
 		if r.NextCursor == "" || len(out) > MaxTools {
@@ -396,14 +444,17 @@ func (u *Upstream) forward(name string) mcpserver.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		ctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
 		defer cancel()
+		start := time.Now()
 		s, key, err := u.sessionFor(ctx)
 		if err != nil {
+			u.observe(ctx, mcp.MethodToolsCall, start, err)
 			return u.failed(ctx, err), nil
 		}
 		s.busy.Add(1)
 		defer s.busy.Add(-1)
 		s.lastUsed.Store(time.Now().UnixNano())
 		res, err := s.c.CallTool(ctx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: name, Arguments: req.Params.Arguments}})
+		u.observe(ctx, mcp.MethodToolsCall, start, err)
 		var te *transport.Error
 		switch {
 		case err == nil:
@@ -553,19 +604,57 @@ func (u *Upstream) closeAll() {
 
 func (s *session) close() {
 	<-s.ready
-	if s.c != nil {
-		_ = s.c.Close()
+	s.once.Do(func() {
+		if s.c != nil {
+			_ = s.c.Close()
+			s.closed()
+		}
+	})
+}
+
+// observe reports a request of method started at start that ended with err.
+func (u *Upstream) observe(ctx context.Context, method mcp.MCPMethod, start time.Time, err error) {
+	u.pool.opts.OnRequest(u.cfg.Name, string(method), outcomeOf(ctx, err), time.Since(start))
+}
+
+// outcomeOf is the outcome of a request that ended with err while ctx was
+// its context: transport failures are mcp-go's *transport.Error, an error
+// the upstream answered is anything else.
+func outcomeOf(ctx context.Context, err error) string {
+	var ce *capError
+	var te *transport.Error
+	switch {
+	case err == nil:
+		return OutcomeSuccess
+	case errors.As(err, &ce):
+		return OutcomeRefused
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return OutcomeTimeout
+	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
+		return OutcomeCanceled
+	case errors.As(err, &te):
+		return OutcomeUnavailable
 	}
+	return OutcomeError
+}
+
+// processes reports a change of the number of stdio processes running.
+func (u *Upstream) processes(delta int64) {
+	u.pool.opts.OnProcesses(u.cfg.Name, int(u.procs.Add(delta)))
 }
 
 // dial opens a session in the background, bounded by the upstream's
 // timeout; the session lives until it is closed, whoever asked for it.
 func (u *Upstream) dial() *session {
-	s := &session{ready: make(chan struct{})}
+	s := &session{ready: make(chan struct{}), closed: func() {}}
 	s.lastUsed.Store(time.Now().UnixNano())
 	go func() {
 		defer close(s.ready)
 		s.c, s.err = u.connect()
+		if s.c != nil && len(u.cfg.Command) > 0 {
+			u.processes(1)
+			s.closed = func() { u.processes(-1) }
+		}
 	}()
 	return s
 }
@@ -596,13 +685,19 @@ func (u *Upstream) connect() (*client.Client, error) {
 	c := client.NewClient(t, client.WithLegacyProtocolOnly())
 	ctx, cancel := context.WithTimeout(u.pool.ctx, u.cfg.Timeout)
 	defer cancel()
+	start := time.Now()
 	if err := c.Start(u.pool.ctx); err != nil {
+		// The process did not start: an initialize not delivered.
+		err = transport.NewError(err)
+		u.observe(ctx, mcp.MethodInitialize, start, err)
 		return nil, err
 	}
 	req := mcp.InitializeRequest{}
 	req.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
 	req.Params.ClientInfo = mcp.Implementation{Name: "toolgate", Version: u.pool.opts.Version}
-	if _, err := c.Initialize(ctx, req); err != nil {
+	_, err := c.Initialize(ctx, req)
+	u.observe(ctx, mcp.MethodInitialize, start, err)
+	if err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("initialize: %w", err)
 	}

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -247,3 +250,96 @@ func TestStdioProcessesGetOnlyTheirEnvAndAreCapped(t *testing.T) {
 type envMap map[string]string
 
 func (m envMap) get(k string) string { return m[k] }
+
+// recorder keeps what a pool reports through Options' callbacks.
+type recorder struct {
+	mu       sync.Mutex
+	requests map[string]int // "upstream method outcome" -> count
+	up       map[string]bool
+	procs    map[string]int
+}
+
+func newRecorder() *recorder {
+	return &recorder{requests: map[string]int{}, up: map[string]bool{}, procs: map[string]int{}}
+}
+
+func (r *recorder) options(o Options) Options {
+	o.OnRequest = func(up, method, outcome string, d time.Duration) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if d < 0 {
+			panic("negative duration")
+		}
+		r.requests[up+" "+method+" "+outcome]++
+	}
+	o.OnUp = func(up string, ok bool) { r.mu.Lock(); r.up[up] = ok; r.mu.Unlock() }
+	o.OnProcesses = func(up string, n int) { r.mu.Lock(); r.procs[up] = n; r.mu.Unlock() }
+	return o
+}
+
+func (r *recorder) snapshot() (map[string]int, map[string]bool, map[string]int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.requests), maps.Clone(r.up), maps.Clone(r.procs)
+}
+
+// Every request sent upstream is reported with its method and outcome, and
+// each listing's verdict as up or down.
+func TestReportsRequestsAndState(t *testing.T) {
+	up := upstreamtest.Start(t)
+	rec := newRecorder()
+	changed := make(chan struct{}, 8)
+	p := startPool(t, rec.options(Options{OnChange: func() { changed <- struct{}{} }}),
+		upstreamConfig(t, "name: up\nurl: "+up.URL+"\nsessions: shared"))
+	<-changed
+	echo := toolNamed(t, p, "up_echo")
+	call(t, echo, "alice", map[string]any{"text": "x"})
+	reqs, ups, _ := rec.snapshot()
+	want := map[string]int{"up initialize success": 1, "up tools/list success": 1, "up tools/call success": 1}
+	if !maps.Equal(reqs, want) || !ups["up"] {
+		t.Errorf("reported %v, up %v; want %v, up", reqs, ups, want)
+	}
+
+	up.Close()
+	call(t, echo, "alice", map[string]any{"text": "x"})
+	<-changed // listed again: down
+	reqs, ups, _ = rec.snapshot()
+	if reqs["up tools/call unavailable"] != 1 || ups["up"] {
+		t.Errorf("after the upstream died: reported %v, up %v", reqs, ups)
+	}
+}
+
+// A stdio upstream reports its processes running, and a call refused at
+// max_processes.
+func TestReportsProcesses(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	cfg := upstreamConfig(t, fmt.Sprintf("name: local\ncommand: [%q]\nenv: {UPSTREAMTEST_STDIO: \"1\"}\nmax_processes: 1", exe))
+	p, err := New([]config.Upstream{cfg}, rec.options(Options{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	wait, err := p.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, procs := rec.snapshot(); procs["local"] != 1 {
+		t.Errorf("processes after the first listing = %d, want 1 (the listing session's)", procs["local"])
+	}
+	env := toolNamed(t, p, "local_env")
+	call(t, env, "alice", nil)
+	call(t, env, "bob", nil)
+	reqs, _, procs := rec.snapshot()
+	if procs["local"] != 2 || reqs["local tools/call refused"] != 1 || reqs["local tools/call success"] != 1 {
+		t.Errorf("processes %d, requests %v; want 2 and one call success, one refused", procs["local"], reqs)
+	}
+	cancel()
+	wait()
+	if _, _, procs := rec.snapshot(); procs["local"] != 0 {
+		t.Errorf("processes after Close = %d, want 0", procs["local"])
+	}
+}

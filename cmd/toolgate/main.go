@@ -37,6 +37,7 @@ const usage = `usage:
   toolgate policy check [DIR]
   toolgate policy explain (--token TOKEN | --claims FILE) [--provider P] [--tool NAME] [--args JSON]
                           [--trace] [--config FILE] [--dir DIR]
+  toolgate upstream list [--config FILE]
 `
 
 func main() {
@@ -60,6 +61,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = policyCheck(args[2:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "policy" && args[1] == "explain":
 		err = policyExplain(ctx, args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "upstream" && args[1] == "list":
+		err = upstreamList(ctx, args[2:], stdout, stderr)
 	case len(args) >= 1 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help"):
 		fmt.Fprint(stdout, usage)
 		return 0

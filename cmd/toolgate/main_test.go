@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/toolgate/toolgate/outcome"
+	"github.com/toolgate/toolgate/upstream/upstreamtest"
 )
 
 // The development default: `toolgate token` mints what `toolgate serve`
@@ -298,5 +299,49 @@ func TestPolicyTestCoverage(t *testing.T) {
 	}
 	if err := json.Unmarshal(out.Bytes(), &report); err != nil || report.Coverage < 90 {
 		t.Errorf("coverage report: %v %v", report.Coverage, err)
+	}
+}
+
+// `toolgate upstream list` connects to each configured upstream as `serve`
+// would and prints its state and its tools as a client sees them: prefixed,
+// without the names it drops (here a built-in tool's, taken by the prefix
+// ""); an upstream that is down is named with its error, and the exit
+// status says so.
+func TestUpstreamList(t *testing.T) {
+	up := upstreamtest.Start(t, json.RawMessage(`{"name":"add","inputSchema":{"type":"object"}}`))
+	dead := upstreamtest.Start(t)
+	dead.Close()
+	path := filepath.Join(t.TempDir(), "toolgate.yaml")
+	cfg := fmt.Sprintf(`anonymous: true
+upstreams:
+  - name: tests
+    url: %s
+    prefix: ""
+  - name: gone
+    url: %s
+    timeout: 2s
+`, up.URL, dead.URL)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errs bytes.Buffer
+	code := run(context.Background(), []string{"upstream", "list", "--config", path}, &out, &errs)
+	if code != 1 || !strings.Contains(errs.String(), "1 of 2 upstreams down") {
+		t.Errorf("exit %d, stderr %q; want 1 and the upstreams down counted", code, errs.String())
+	}
+	want := "tests: up, 4 tools\n  echo\n  env\n  session\n  slow\ngone: down: "
+	if got := out.String(); !strings.HasPrefix(got, want) || strings.Count(got, "\n") != 6 {
+		t.Errorf("output:\n%s\nwant it to start with:\n%s", got, want)
+	}
+
+	// All up: exit 0.
+	cfg = fmt.Sprintf("anonymous: true\nupstreams:\n  - name: tests\n    url: %s\n", up.URL)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"upstream", "list", "--config", path}, &out, &errs); code != 0 ||
+		!strings.Contains(out.String(), "  tests_add\n") || !strings.Contains(out.String(), "tests: up, 5 tools\n") {
+		t.Errorf("exit %d, output:\n%s", code, out.String())
 	}
 }

@@ -59,22 +59,14 @@ func Server(ctx context.Context, o server.Options, src Sources) (*server.Server,
 		o.Logger = slog.Default()
 	}
 	if o.Tools == nil {
-		o.Tools = []mcpserver.ServerTool{}
-		if cfg.BuiltinTools {
-			o.Tools = tools.Builtin()
-		}
+		o.Tools = Tools(cfg)
 	}
 	if o.Events == nil {
 		o.Events = new(server.Events)
 	}
 	var upstreamTask server.Task
 	if o.Upstreams == nil && len(cfg.Upstreams) > 0 {
-		reserved := make([]string, 0, len(o.Tools))
-		for _, t := range o.Tools {
-			reserved = append(reserved, t.Tool.Name)
-		}
-		pool, err := upstream.New(cfg.Upstreams, upstream.Options{Logger: o.Logger, OnChange: o.Events.UpstreamsChanged,
-			Reserved: reserved, Version: server.Version})
+		pool, err := Upstreams(cfg, o.Tools, o.Logger, o.Events)
 		if err != nil {
 			return nil, err
 		}
@@ -113,6 +105,29 @@ func Server(ctx context.Context, o server.Options, src Sources) (*server.Server,
 		o.Tasks = append(o.Tasks, upstreamTask)
 	}
 	return server.New(o)
+}
+
+// Tools are the built-in tools, unless builtin_tools is false.
+func Tools(cfg *config.Config) []mcpserver.ServerTool {
+	if !cfg.BuiltinTools {
+		return []mcpserver.ServerTool{}
+	}
+	return tools.Builtin()
+}
+
+// Upstreams builds the pool of the configured upstreams beside the tools ts
+// (whose names no upstream tool may take). It reports to ev when ev is not
+// nil. It connects once it is started (Start).
+func Upstreams(cfg *config.Config, ts []mcpserver.ServerTool, log *slog.Logger, ev *server.Events) (*upstream.Pool, error) {
+	reserved := make([]string, 0, len(ts))
+	for _, t := range ts {
+		reserved = append(reserved, t.Tool.Name)
+	}
+	o := upstream.Options{Logger: log, Reserved: reserved, Version: server.Version}
+	if ev != nil {
+		o.OnChange, o.OnRequest, o.OnUp, o.OnProcesses = ev.UpstreamsChanged, ev.UpstreamRequest, ev.UpstreamUp, ev.UpstreamProcesses
+	}
+	return upstream.New(cfg.Upstreams, o)
 }
 
 // Policy builds the engine of the configured policy, or of src when given,
