@@ -54,10 +54,9 @@ func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandl
 		if !ok {
 			return mcp.NewToolResultError("Permission denied: no principal"), nil
 		}
-		tool := s.metrics.tool(req.Params.Name)
 		d := s.decisionFor(ctx, p, req.Params.Name, req.GetArguments())
 		if !d.Allowed {
-			s.metrics.toolCalls.WithLabelValues(tool, "denied").Inc()
+			s.metrics.toolCalls.WithLabelValues(s.metrics.tool(req.Params.Name), "denied").Inc()
 			res := mcp.NewToolResultError("Permission denied: " + d.Reason)
 			res.Meta = mcp.NewMetaFromMap(map[string]any{"decision_id": d.ID})
 			return res, nil
@@ -68,6 +67,10 @@ func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandl
 		if err != nil || res == nil || res.IsError {
 			outcome = "error"
 		}
+		// The label is read after the call: an upstream tool withdrawn
+		// while it ran (its series dropped) counts as unknown, not as a
+		// series brought back.
+		tool := s.metrics.tool(req.Params.Name)
 		s.metrics.toolCalls.WithLabelValues(tool, outcome).Inc()
 		s.metrics.toolDuration.WithLabelValues(tool).Observe(time.Since(start).Seconds())
 		return res, err
