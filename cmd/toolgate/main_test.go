@@ -289,6 +289,67 @@ func TestPolicyExplain(t *testing.T) {
 	})
 }
 
+// `policy explain --config` with upstreams connects to them as `serve` does
+// and explains over the gateway's catalog: an upstream tool the policy
+// grants is visible and allowed, its decision naming its server; an
+// upstream that is down is named on stderr and its tools are absent.
+func TestPolicyExplainUpstreamTools(t *testing.T) {
+	rules, err := os.ReadFile("../../rego/policy.rego")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := writeFiles(t, map[string]string{
+		"policy.rego": string(rules),
+		"data.json":   `{"tool_rules": {"add": {}, "whoami": {}, "up_echo": {}}}`,
+	})
+	claims := filepath.Join(writeFiles(t, map[string]string{"c.json": `{"iss": "https://idp.example", "sub": "u1"}`}), "c.json")
+	up := upstreamtest.Start(t)
+	explain := func(t *testing.T, url, tool string) (map[string]any, string) {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "toolgate.yaml")
+		cfg := fmt.Sprintf("anonymous: true\nupstreams:\n  - name: up\n    url: %s\n    timeout: 2s\n", url)
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out, errs bytes.Buffer
+		args := []string{"policy", "explain", "--config", path, "--dir", dir, "--claims", claims, "--tool", tool}
+		if code := run(context.Background(), args, &out, &errs); code != 0 {
+			t.Fatalf("exit %d: %s%s", code, out.String(), errs.String())
+		}
+		var doc map[string]any
+		if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+			t.Fatalf("%v in:\n%s", err, out.String())
+		}
+		return doc, errs.String()
+	}
+	t.Run("up", func(t *testing.T) {
+		doc, errs := explain(t, up.URL, "up_echo")
+		if fmt.Sprint(doc["visible_tools"]) != "[add up_echo whoami]" {
+			t.Errorf("visible_tools = %v; stderr %q", doc["visible_tools"], errs)
+		}
+		if d := doc["decision"].(map[string]any); d["visible"] != true || d["allowed"] != true || d["server"] != "up" {
+			t.Errorf("decision = %v", d)
+		}
+		if doc, _ := explain(t, up.URL, "add"); doc["decision"].(map[string]any)["server"] != "builtin" {
+			t.Errorf("decision of a built-in tool = %v", doc["decision"])
+		}
+	})
+	t.Run("down", func(t *testing.T) {
+		dead := upstreamtest.Start(t)
+		dead.Close()
+		doc, errs := explain(t, dead.URL, "up_echo")
+		if !strings.HasPrefix(errs, `policy explain: upstream "up" is down, its tools are absent: `) || strings.Count(errs, "\n") != 1 {
+			t.Errorf("stderr = %q; want one line naming the upstream down", errs)
+		}
+		if fmt.Sprint(doc["visible_tools"]) != "[add whoami]" {
+			t.Errorf("visible_tools = %v", doc["visible_tools"])
+		}
+		if d := doc["decision"].(map[string]any); d["visible"] != false || d["reason_code"] != "not_visible" || d["server"] != nil {
+			t.Errorf("decision = %v", d)
+		}
+	})
+}
+
 func TestPolicyTestCoverage(t *testing.T) {
 	var out, errs bytes.Buffer
 	if code := run(context.Background(), []string{"policy", "test", "--coverage", "../../rego"}, &out, &errs); code != 0 {

@@ -67,7 +67,7 @@ func policyExplain(ctx context.Context, args []string, stdout, stderr io.Writer)
 	tool := fs.String("tool", "", "a tool to decide a call of")
 	argsJSON := fs.String("args", "{}", "with --tool: the call's arguments (a JSON object)")
 	trace := fs.Bool("trace", false, "print OPA's evaluation trace")
-	configPath := fs.String("config", "", "configuration file: its issuers and policy.dir (default: the development default)")
+	configPath := fs.String("config", "", "configuration file: its issuers, policy.dir, builtin_tools and upstreams (default: the development default)")
 	dir := fs.String("dir", "", "policy directory (default: the config's policy.dir, or rego/)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -104,7 +104,7 @@ func policyExplain(ctx context.Context, args []string, stdout, stderr io.Writer)
 		p = idp.Normalise(*provider, "explain", claims)
 	}
 
-	engine, _, err := wire.Policy(ctx, cfg, src.Policy, tools.Builtin(), policy.Options{Logger: slog.New(slog.DiscardHandler)})
+	engine, servers, err := explainEngine(ctx, cfg, src, stderr)
 	if err != nil {
 		return err
 	}
@@ -120,7 +120,7 @@ func policyExplain(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *tool != "" {
 		d := engine.Decide(ctx, p, *tool, arguments)
 		code := server.DecisionCode(d)
-		out.Decision = &explainedDecision{Tool: *tool, Arguments: arguments, Visible: d.Visible, Allowed: d.Allowed,
+		out.Decision = &explainedDecision{Tool: *tool, Server: servers[*tool], Arguments: arguments, Visible: d.Visible, Allowed: d.Allowed,
 			Code: code, Answer: outcome.Of(code).Answer, Reason: d.Reason, RequiredScopes: append([]string{}, d.RequiredScopes...)}
 		if d.Err != nil {
 			out.Decision.Error = d.Err.Error()
@@ -150,6 +150,7 @@ type explanation struct {
 
 type explainedDecision struct {
 	Tool           string         `json:"tool"`
+	Server         string         `json:"server,omitempty"` // policy input tools[_].server; none for a tool not in the catalog
 	Arguments      map[string]any `json:"arguments"`
 	Code           outcome.Code   `json:"reason_code"`
 	Answer         string         `json:"answer"`
@@ -158,6 +159,48 @@ type explainedDecision struct {
 	Reason         string         `json:"reason,omitempty"`
 	RequiredScopes []string       `json:"required_scopes"`
 	Error          string         `json:"error,omitempty"`
+}
+
+// explainEngine builds the policy engine over the catalog the server would
+// serve: the built-in tools (unless builtin_tools is false) and the tools of
+// each configured upstream that is up, listed once as `toolgate upstream
+// list` does. An upstream that is down is named on stderr and its tools are
+// absent, as they are from a running server's catalog until it comes up.
+// servers maps each tool of the catalog to its server.
+func explainEngine(ctx context.Context, cfg *config.Config, src wire.Sources, stderr io.Writer) (*policy.Engine, map[string]string, error) {
+	builtin := wire.Tools(cfg)
+	engine, _, err := wire.Policy(ctx, cfg, src.Policy, builtin, policy.Options{
+		Logger:         slog.New(slog.DiscardHandler),
+		DynamicCatalog: len(cfg.Upstreams) > 0, // as serve: a rule may name a tool of an upstream that is down
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	catalog := server.Catalog(builtin)
+	if len(cfg.Upstreams) > 0 {
+		// Not logged: the one line below says why an upstream is down, and
+		// `toolgate upstream list` warns of the tools toolgate drops.
+		pool, stop, err := listUpstreams(ctx, cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return nil, nil, err
+		}
+		ups, status := pool.Tools(), pool.Status()
+		stop()
+		for _, st := range status {
+			if !st.Up {
+				fmt.Fprintf(stderr, "policy explain: upstream %q is down, its tools are absent: %s\n", st.Name, st.Error)
+			}
+		}
+		catalog = append(catalog, server.UpstreamCatalog(ups)...)
+		if err := engine.SetCatalog(catalog); err != nil {
+			return nil, nil, err
+		}
+	}
+	servers := make(map[string]string, len(catalog))
+	for _, t := range catalog {
+		servers[t.Name] = t.Server
+	}
+	return engine, servers, nil
 }
 
 // explainSetup finds the issuers and the policy an explanation uses: those

@@ -10,6 +10,7 @@ import (
 
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/internal/wire"
+	"github.com/toolgate/toolgate/upstream"
 )
 
 // upstreamList prints each configured upstream, whether it is up (or why
@@ -39,19 +40,13 @@ func upstreamList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stdout, "no upstream is configured")
 		return nil
 	}
-	// Warnings only: what an upstream lists that toolgate drops.
+	// Warnings: why an upstream is down, what one lists that toolgate drops.
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	pool, err := wire.Upstreams(cfg, wire.Tools(cfg), log, nil)
+	pool, stop, err := listUpstreams(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	wait, err := pool.Start(ctx) // returns after the first listing of each
-	if err != nil {
-		cancel()
-		return err
-	}
-	defer func() { cancel(); wait() }()
+	defer stop()
 
 	byServer := map[string][]string{}
 	for _, t := range pool.Tools() {
@@ -75,4 +70,22 @@ func upstreamList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("upstream list: %d of %d upstreams down", down, len(cfg.Upstreams))
 	}
 	return nil
+}
+
+// listUpstreams connects to the configured upstreams as `toolgate serve`
+// does, beside the tools it serves (wire.Tools: their names no upstream tool
+// may take), and returns once each has been listed once (up or down),
+// having logged to log what went wrong. stop closes the connections and
+// stops the stdio processes.
+func listUpstreams(ctx context.Context, cfg *config.Config, log *slog.Logger) (pool *upstream.Pool, stop func(), err error) {
+	if pool, err = wire.Upstreams(cfg, wire.Tools(cfg), log, nil); err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	wait, err := pool.Start(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return pool, func() { cancel(); wait() }, nil
 }
