@@ -156,7 +156,7 @@ func New(cfgs []config.Upstream, o Options) (*Pool, error) {
 			if p.signer == nil {
 				s, err := NewSigner(o.Issuer)
 				if err != nil {
-					return nil, fmt.Errorf("assertion signing key: %w", err)
+					errs = append(errs, fmt.Errorf("upstreams[%d].auth: no assertion signing key: %w", i, err))
 				}
 				p.signer = s
 			}
@@ -180,6 +180,7 @@ func New(cfgs []config.Upstream, o Options) (*Pool, error) {
 		p.ups = append(p.ups, u)
 	}
 	if err := errors.Join(errs...); err != nil {
+		p.cancel()
 		return nil, err
 	}
 	return p, nil
