@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp/idptest"
@@ -130,6 +134,64 @@ func TestGatewayServesUpstreamToolsBehindThePolicy(t *testing.T) {
 	}
 	if _, body := g.readyz(); !strings.Contains(mustJSON(t, body["upstreams"]), `"name":"up","tools":4,"up":true`) {
 		t.Errorf("readyz upstreams = %v", body["upstreams"])
+	}
+	// No upstream's auth is assertion: toolgate publishes no key.
+	if resp, err := http.Get(g.URL + "/.well-known/jwks.json"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("jwks.json without an assertion upstream: %v, %v", resp, err)
+	}
+}
+
+// auth.type assertion: the upstream gets, instead of the client's token, a
+// JWT about the calling user that verifies with the key toolgate publishes
+// at /.well-known/jwks.json (issue 15).
+func TestGatewayAssertionVerifiesWithThePublishedJWKS(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withUpstream(up.URL, true), func(c *config.Config, _ *server.Options) {
+		c.Upstreams[0].Auth = config.UpstreamAuth{Type: "assertion", Audience: "https://up.example"}
+	})
+	tok := tn.Token(idptest.Claims{Sub: "alice", Audience: []string{g.Config.ResourceURL()}, Scopes: []string{"openid"},
+		OrgID: "org_1", ClientID: "cli_1"})
+	c := g.connect(tok)
+	before := len(up.Requests())
+	if res, err := callTool(c, "up_echo", map[string]any{"text": "hi"}); err != nil || res.IsError {
+		t.Fatalf("up_echo = %+v, %v", res, err)
+	}
+
+	resp, err := http.Get(g.URL + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Access-Control-Allow-Origin") != "*" || strings.Contains(string(body), `"d"`) {
+		t.Fatalf("jwks.json: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	kf, err := keyfunc.NewJWKSetJSON(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls int
+	for _, r := range up.Requests()[before:] {
+		if r.Method != "tools/call" {
+			continue
+		}
+		calls++
+		jwtStr, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || jwtStr == tok {
+			t.Fatalf("tools/call Authorization = %q", r.Header.Get("Authorization"))
+		}
+		claims := jwt.MapClaims{}
+		if _, err := jwt.ParseWithClaims(jwtStr, claims, kf.Keyfunc, jwt.WithValidMethods([]string{"ES256"}),
+			jwt.WithIssuer(g.URL), jwt.WithAudience("https://up.example"), jwt.WithExpirationRequired()); err != nil {
+			t.Fatalf("the assertion does not verify with the published key: %v", err)
+		}
+		if claims["sub"] != "alice" || claims["org_id"] != "org_1" || claims["client_id"] != "cli_1" || claims["scope"] != "openid" {
+			t.Errorf("assertion claims = %v", claims)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("tools/call requests upstream = %d, want 1", calls)
 	}
 }
 

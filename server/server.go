@@ -50,6 +50,11 @@ type Options struct {
 	// Upstreams, when set, serve their tools beside Tools; the Decider
 	// should then be a CatalogSetter, which gets each new catalog.
 	Upstreams Upstreams
+	// JWKS, when set, is served at /.well-known/jwks.json: the public key
+	// of the assertions toolgate signs for its upstreams (the Upstreams'
+	// JWKS; nil when no upstream's auth is assertion, and then the path is
+	// not found).
+	JWKS []byte
 	// Tasks keep the parts current while the server serves (see Task).
 	Tasks []Task
 	// Events, when the parts report to it, is bound to this server's
@@ -182,8 +187,11 @@ func New(o Options) (*Server, error) {
 	if cfg.Metrics.Listen == "" {
 		r.Handle("/metrics", s.metrics.handler()).Methods(http.MethodGet)
 	}
-	r.HandleFunc("/.well-known/oauth-protected-resource", s.serveMetadata).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
-	r.HandleFunc("/.well-known/oauth-protected-resource/mcp", s.serveMetadata).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
+	r.Handle("/.well-known/oauth-protected-resource", publicJSON(s.metadata)).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
+	r.Handle("/.well-known/oauth-protected-resource/mcp", publicJSON(s.metadata)).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
+	if len(o.JWKS) > 0 {
+		r.Handle("/.well-known/jwks.json", publicJSON(o.JWKS)).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
+	}
 	r.HandleFunc("/healthz", s.serveHealth).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", s.serveReady).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/mcp", s.checkOrigin(http.HandlerFunc(s.serveMCP)))
@@ -344,21 +352,24 @@ func (s *Server) serveMetrics(addr string) (func(), error) {
 	return func() { _ = hs.Close() }, nil
 }
 
-// serveMetadata serves the RFC 9728 document. Browser-based clients fetch
-// it cross-origin, and it is public: any origin may read it, and preflight
-// the MCP-Protocol-Version header the MCP TypeScript SDK sends with it.
-func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Access-Control-Allow-Origin", "*")
-	if r.Method == http.MethodOptions {
-		w.Header().Set("Access-Control-Allow-Methods", "GET, HEAD")
-		w.Header().Set("Access-Control-Allow-Headers", "Mcp-Protocol-Version")
-		w.Header().Set("Access-Control-Max-Age", corsMaxAge)
-		w.WriteHeader(http.StatusNoContent)
-		return
+// publicJSON serves a public document: the RFC 9728 metadata, the JWKS.
+// Browser-based clients fetch them cross-origin, so any origin may read
+// them, and preflight the MCP-Protocol-Version header the MCP TypeScript
+// SDK sends with them.
+func publicJSON(body []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		if r.Method == http.MethodOptions {
+			w.Header().Set("Access-Control-Allow-Methods", "GET, HEAD")
+			w.Header().Set("Access-Control-Allow-Headers", "Mcp-Protocol-Version")
+			w.Header().Set("Access-Control-Max-Age", corsMaxAge)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "max-age=300")
+		_, _ = w.Write(body)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "max-age=300")
-	_, _ = w.Write(s.metadata)
 }
 
 func (s *Server) serveHealth(w http.ResponseWriter, _ *http.Request) {

@@ -61,6 +61,9 @@ type Options struct {
 	Getenv func(string) string
 	// Version is toolgate's, sent as clientInfo.
 	Version string
+	// Issuer is toolgate's public_url: the iss of the assertions it signs
+	// for upstreams with auth.type assertion.
+	Issuer string
 
 	// What the pool does, for metrics (server.Events has these methods;
 	// the package imports no server). Each may be nil.
@@ -99,13 +102,14 @@ type Pool struct {
 	opts     Options
 	reserved map[string]bool
 	ctx      context.Context // the processes' and connections' lifetime
+	signer   *Signer         // when an upstream's auth is assertion
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 }
 
 // New builds the pool of cfgs (validated by config). It connects to
-// nothing: Start does. An auth type not built yet, or a header whose
-// environment variable is unset, is an error.
+// nothing: Start does. An auth secret (a header's value, a client secret)
+// whose environment variable is unset is an error.
 func New(cfgs []config.Upstream, o Options) (*Pool, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -148,13 +152,27 @@ func New(cfgs []config.Upstream, o Options) (*Pool, error) {
 				errs = append(errs, fmt.Errorf("upstreams[%d].auth.value_env: the environment variable %s is not set", i, c.Auth.ValueEnv))
 			}
 			u.headers = map[string]string{c.Auth.HeaderName: v}
-		default:
-			errs = append(errs, fmt.Errorf("upstreams[%d].auth.type: %s is not supported yet (issue 15)", i, c.Auth.Type))
+		case "assertion":
+			if p.signer == nil {
+				s, err := NewSigner(o.Issuer)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("upstreams[%d].auth: no assertion signing key: %w", i, err))
+				}
+				p.signer = s
+			}
 		}
 		if c.URL != "" {
+			var rt http.RoundTripper = &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
+				ForceAttemptHTTP2: true, ResponseHeaderTimeout: c.Timeout}
+			if c.Auth.Type == "client_credentials" {
+				secret := o.Getenv(c.Auth.ClientSecretEnv)
+				if secret == "" {
+					errs = append(errs, fmt.Errorf("upstreams[%d].auth.client_secret_env: the environment variable %s is not set", i, c.Auth.ClientSecretEnv))
+				}
+				rt = clientCredentials(c.Auth, secret, c.Timeout, rt)
+			}
 			u.http = &http.Client{
-				Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
-					ForceAttemptHTTP2: true, ResponseHeaderTimeout: c.Timeout},
+				Transport: rt,
 				// A redirect could carry the auth header elsewhere.
 				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 			}
@@ -162,6 +180,7 @@ func New(cfgs []config.Upstream, o Options) (*Pool, error) {
 		p.ups = append(p.ups, u)
 	}
 	if err := errors.Join(errs...); err != nil {
+		p.cancel()
 		return nil, err
 	}
 	return p, nil
@@ -214,6 +233,15 @@ func (p *Pool) Tools() []Tool {
 		}
 	}
 	return out
+}
+
+// JWKS is the public key of the assertions toolgate signs for its
+// upstreams (RFC 7517 §5), or nil when no upstream's auth is assertion.
+func (p *Pool) JWKS() []byte {
+	if p.signer == nil {
+		return nil
+	}
+	return p.signer.JWKS()
 }
 
 // Status is one upstream's state, for /readyz.
@@ -514,7 +542,7 @@ func (u *Upstream) sessionFor(ctx context.Context) (*session, string, error) {
 			u.log.Warn("upstream at max_processes; a new principal is refused", "max_processes", u.cfg.MaxProcesses)
 			return nil, "", &capError{fmt.Sprintf("upstream %s is at its limit of %d processes; try again later", u.cfg.Name, u.cfg.MaxProcesses)}
 		}
-		s = u.dial()
+		s = u.dial(p)
 		u.sessions[key] = s
 	}
 	u.mu.Unlock()
@@ -527,7 +555,7 @@ func (u *Upstream) control(ctx context.Context) (*session, error) {
 	u.mu.Lock()
 	s := u.ctl
 	if s == nil {
-		s = u.dial()
+		s = u.dial(nil)
 		u.ctl = s
 	}
 	u.mu.Unlock()
@@ -645,12 +673,14 @@ func (u *Upstream) processes(delta int64) {
 
 // dial opens a session in the background, bounded by the upstream's
 // timeout; the session lives until it is closed, whoever asked for it.
-func (u *Upstream) dial() *session {
+// owner is the principal whose session it is (nil: the listing or shared
+// session).
+func (u *Upstream) dial(owner *idp.Principal) *session {
 	s := &session{ready: make(chan struct{}), closed: func() {}}
 	s.lastUsed.Store(time.Now().UnixNano())
 	go func() {
 		defer close(s.ready)
-		s.c, s.err = u.connect()
+		s.c, s.err = u.connect(owner)
 		if s.c != nil && len(u.cfg.Command) > 0 {
 			u.processes(1)
 			s.closed = func() { u.processes(-1) }
@@ -662,11 +692,15 @@ func (u *Upstream) dial() *session {
 // connect starts the process or opens the HTTP session, and initializes it
 // (MCP lifecycle, "Initialization"), with the classic handshake every
 // current server speaks.
-func (u *Upstream) connect() (*client.Client, error) {
+func (u *Upstream) connect(owner *idp.Principal) (*client.Client, error) {
 	var t transport.Interface
 	if u.cfg.URL != "" {
-		h, err := transport.NewStreamableHTTP(u.cfg.URL, transport.WithHTTPBasicClient(u.http),
-			transport.WithHTTPHeaders(u.headers), transport.WithHTTPLogger(u.log))
+		opts := []transport.StreamableHTTPCOption{transport.WithHTTPBasicClient(u.http),
+			transport.WithHTTPHeaders(u.headers), transport.WithHTTPLogger(u.log)}
+		if u.cfg.Auth.Type == "assertion" {
+			opts = append(opts, transport.WithHTTPHeaderFunc(u.assertionHeader(owner)))
+		}
+		h, err := transport.NewStreamableHTTP(u.cfg.URL, opts...)
 		if err != nil {
 			return nil, err
 		}

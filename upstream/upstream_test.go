@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"reflect"
 	"slices"
@@ -13,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/toolgate/toolgate/config"
@@ -162,13 +166,115 @@ func TestForwardsACallWithoutTheClientsToken(t *testing.T) {
 	}
 }
 
-func TestRefusesAnAuthTypeNotBuiltAndAnUnsetSecret(t *testing.T) {
+func TestRefusesAnUnsetSecret(t *testing.T) {
 	_, err := New([]config.Upstream{
 		upstreamConfig(t, "name: a\nurl: https://a.example/mcp\nauth: {type: header, header_name: X-Key, value_env: UNSET_KEY}"),
-		upstreamConfig(t, "name: b\nurl: https://b.example/mcp\nauth: {type: assertion, audience: b}"),
+		upstreamConfig(t, "name: b\nurl: https://b.example/mcp\nauth: {type: client_credentials, token_url: https://as.example/token, client_id: tg, client_secret_env: UNSET_SECRET}"),
+		upstreamConfig(t, "name: c\nurl: https://c.example/mcp\nauth: {type: assertion, audience: c}"),
 	}, Options{Getenv: func(string) string { return "" }})
-	if err == nil || !strings.Contains(err.Error(), "UNSET_KEY is not set") || !strings.Contains(err.Error(), "assertion is not supported yet") {
+	if err == nil || !strings.Contains(err.Error(), "UNSET_KEY is not set") || !strings.Contains(err.Error(), "UNSET_SECRET is not set") ||
+		strings.Contains(err.Error(), "upstreams[2]") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// client_credentials: toolgate gets a token for itself at token_url with
+// its client id, secret, scopes and audience, reuses it while it is valid,
+// and sends it upstream instead of anything of the client's.
+func TestClientCredentialsTokenIsFetchedOnceAndSent(t *testing.T) {
+	var mu sync.Mutex
+	var minted int
+	var bad []string
+	as := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, secret, _ := r.BasicAuth()
+		_ = r.ParseForm()
+		mu.Lock()
+		defer mu.Unlock()
+		if id != "toolgate" || secret != "s3cret" || r.Form.Get("grant_type") != "client_credentials" ||
+			r.Form.Get("audience") != "https://api.example" || r.Form.Get("scope") != "mcp:read mcp:call" {
+			bad = append(bad, fmt.Sprintf("id %q secret ok %v form %v", id, secret == "s3cret", r.Form))
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		minted++
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":"minted-%d","token_type":"Bearer","expires_in":3600}`, minted)
+	}))
+	t.Cleanup(as.Close)
+	up := upstreamtest.Start(t)
+	cfg := upstreamConfig(t, "name: up\nurl: "+up.URL+"\nauth: {type: client_credentials, token_url: "+as.URL+
+		", client_id: toolgate, client_secret_env: UP_SECRET, scopes: [mcp:read, mcp:call], audience: https://api.example}")
+	p := startPool(t, Options{Getenv: envMap{"UP_SECRET": "s3cret"}.get}, cfg)
+	tl := toolNamed(t, p, "up_echo")
+	for _, sub := range []string{"alice", "bob"} {
+		if res := call(t, tl, sub, map[string]any{"text": "hi"}); res.IsError {
+			t.Fatalf("%s: %+v", sub, res)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if minted != 1 || len(bad) > 0 {
+		t.Errorf("tokens minted = %d, want 1; refused token requests: %v", minted, bad)
+	}
+	reqs := up.Requests()
+	if len(reqs) == 0 {
+		t.Fatal("the upstream got nothing")
+	}
+	for _, r := range reqs {
+		if got := r.Header.Get("Authorization"); got != "Bearer minted-1" {
+			t.Errorf("%s: Authorization = %q, want the minted token", r.Method, got)
+		}
+	}
+}
+
+// assertion: every request carries a JWT signed with the key of the pool's
+// JWKS, about the principal of the call (or, for a request of toolgate's
+// own, toolgate), for the configured audience, short-lived.
+func TestAssertionNamesTheCallingPrincipal(t *testing.T) {
+	up := upstreamtest.Start(t)
+	for _, sessions := range []string{"per_principal", "shared"} {
+		t.Run(sessions, func(t *testing.T) {
+			cfg := upstreamConfig(t, "name: up\nurl: "+up.URL+"\nsessions: "+sessions+"\nauth: {type: assertion, audience: https://up.example}")
+			p := startPool(t, Options{Issuer: "https://gate.example"}, cfg)
+			kf, err := keyfunc.NewJWKSetJSON(p.JWKS())
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := len(up.Requests())
+			ctx := idp.WithPrincipal(context.Background(), &idp.Principal{Iss: "https://issuer.example", Sub: "alice",
+				ClientID: "cli-1", OrgID: "org-9", Scopes: []string{"openid", "mcp:call"}})
+			req := mcp.CallToolRequest{Header: map[string][]string{"Authorization": {"Bearer client-token"}}}
+			req.Params.Name, req.Params.Arguments = "up_echo", map[string]any{"text": "hi"}
+			if res, err := toolNamed(t, p, "up_echo").Handler(ctx, req); err != nil || res.IsError {
+				t.Fatalf("up_echo = %+v, %v", res, err)
+			}
+			var sawCall bool
+			for _, r := range up.Requests()[before:] {
+				h := r.Header.Get("Authorization")
+				tok, ok := strings.CutPrefix(h, "Bearer ")
+				if !ok || strings.Contains(h, "client-token") {
+					t.Fatalf("%s: Authorization = %q", r.Method, h)
+				}
+				c := jwt.MapClaims{}
+				if _, err := jwt.ParseWithClaims(tok, c, kf.Keyfunc, jwt.WithValidMethods([]string{"ES256"}),
+					jwt.WithIssuer("https://gate.example"), jwt.WithAudience("https://up.example"), jwt.WithExpirationRequired()); err != nil {
+					t.Fatalf("%s: the assertion does not verify: %v", r.Method, err)
+				}
+				exp, _ := c.GetExpirationTime()
+				if d := time.Until(exp.Time); d > 5*time.Minute || c["jti"] == "" {
+					t.Errorf("%s: exp in %s, jti %v", r.Method, d, c["jti"])
+				}
+				// per_principal: alice's session is opened for this call,
+				// and its initialize names her too.
+				sawCall = sawCall || r.Method == "tools/call"
+				if c["sub"] != "alice" || c["client_id"] != "cli-1" || c["org_id"] != "org-9" || c["scope"] != "openid mcp:call" {
+					t.Errorf("%s: claims = %v", r.Method, c)
+				}
+			}
+			if !sawCall {
+				t.Error("no tools/call reached the upstream")
+			}
+		})
 	}
 }
 

@@ -71,6 +71,9 @@ func Server(ctx context.Context, o server.Options, src Sources) (*server.Server,
 			return nil, err
 		}
 		o.Upstreams, upstreamTask = pool, pool.Start
+		if o.JWKS == nil {
+			o.JWKS = pool.JWKS()
+		}
 	}
 	if o.Authenticator == nil {
 		v, err := Verifier(cfg, src, o.Logger, o.Events)
@@ -123,7 +126,7 @@ func Upstreams(cfg *config.Config, ts []mcpserver.ServerTool, log *slog.Logger, 
 	for _, t := range ts {
 		reserved = append(reserved, t.Tool.Name)
 	}
-	o := upstream.Options{Logger: log, Reserved: reserved, Version: server.Version}
+	o := upstream.Options{Logger: log, Reserved: reserved, Version: server.Version, Issuer: cfg.PublicURL}
 	if ev != nil {
 		o.OnChange, o.OnRequest, o.OnUp, o.OnProcesses = ev.UpstreamsChanged, ev.UpstreamRequest, ev.UpstreamUp, ev.UpstreamProcesses
 	}
