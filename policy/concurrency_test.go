@@ -144,3 +144,25 @@ required_scopes := {"b:write"}
 	}
 	t.Logf("answers: %v", seen)
 }
+
+// New principals' first calls, at once, on a fresh engine: their partial
+// evaluations copy catalog terms that other calls' evaluations read, which
+// must not race (run under -race; OPA sorts an object's keys lazily).
+func TestFirstCallsOfNewPrincipalsAtOnce(t *testing.T) {
+	for range 5 {
+		e := mustNew(t, policy.Source{Dir: defaultDir}, fastPathCatalog, policy.Options{Logger: quietLogger()})
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := user([]string{"image_generation"}, []string{"images:write"})
+				p.Sub = fmt.Sprintf("user-%d", i)
+				for _, tool := range []string{"image_generation", "add", "whoami"} {
+					_ = e.DecideRaw(context.Background(), p, tool, []byte(`{"prompt":"x","a":1,"b":2}`))
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}

@@ -88,14 +88,34 @@ func (c catalogInput) set(catalog []Tool) error {
 		if err != nil {
 			return fmt.Errorf("tool %s: annotations: %w", t.Name, err)
 		}
-		d.byName[t.Name] = toolInput{annotations: v, server: ast.StringTerm(server)}
+		d.byName[t.Name] = toolInput{annotations: sorted(v), server: ast.StringTerm(server)}
 	}
 	var err error
 	if d.tools, err = ast.InterfaceToValue(list); err != nil {
 		return err
 	}
+	d.tools = sorted(d.tools)
 	c.cur.Store(d)
 	return nil
+}
+
+// sorted sorts the keys of every object in v now, before v is shared. OPA
+// sorts an object's keys lazily, on first need, while (*object).Copy reads
+// them without waiting for that: a copy of a catalog term (argumentFree
+// copies the input it gives partial evaluation) racing an evaluation's
+// first sort was a data race. Sorted before the catalog is published, the
+// keys are never written again.
+func sorted(v ast.Value) ast.Value {
+	ast.WalkTerms(v, func(t *ast.Term) bool {
+		if obj, ok := t.Value.(ast.Object); ok {
+			obj.Foreach(func(*ast.Term, *ast.Term) {})
+		}
+		return false
+	})
+	if obj, ok := v.(ast.Object); ok {
+		obj.Foreach(func(*ast.Term, *ast.Term) {})
+	}
+	return v
 }
 
 // ErrArgumentsInvalid is a call whose arguments are not a JSON object: the
