@@ -138,18 +138,24 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 
 type decisionKey struct{}
 
-// toolDecision is the decision made for a call of tool in this request,
-// once made is set.
-type toolDecision struct {
-	tool string
-	made bool
-	*callDecision
+// toolDecision holds the decision the gate made for this request's call,
+// nil until it is made.
+type toolDecision struct{ *callDecision }
+
+// decisionMade is the decision the gate made for a call of tool in this
+// request, or nil: none was made, or it was for another name (mcp-go may
+// read a body's tool name otherwise than the gate did; see rpcscan_test.go).
+func decisionMade(ctx context.Context, tool string) *callDecision {
+	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.callDecision != nil && d.tool == tool {
+		return d.callDecision
+	}
+	return nil
 }
 
 // decisionFor returns the decision already made for a call of tool in this
 // request, or makes one (and records it: the call has reached the tool).
 func (s *Server) decisionFor(ctx context.Context, p *idp.Principal, tool string, args map[string]any) policy.Decision {
-	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.made && d.tool == tool {
+	if d := decisionMade(ctx, tool); d != nil {
 		return d.Decision
 	}
 	raw, err := json.Marshal(args)

@@ -16,8 +16,8 @@ import (
 // recorded, whatever the call's answer (a result, a denial, a tool that
 // does not exist or is hidden).
 func (s *Server) callAccepted(ctx context.Context, _ any, req *mcp.CallToolRequest) {
-	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.made && d.tool == req.Params.Name {
-		s.record(d.callDecision)
+	if d := decisionMade(ctx, req.Params.Name); d != nil {
+		s.record(d)
 	}
 }
 
@@ -29,11 +29,13 @@ func (s *Server) filterTools(ctx context.Context, tools []mcp.Tool) []mcp.Tool {
 	if !ok {
 		return nil
 	}
-	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.made && len(tools) == 1 && tools[0].Name == d.tool {
-		if d.Visible {
-			return tools
+	if len(tools) == 1 {
+		if d := decisionMade(ctx, tools[0].Name); d != nil {
+			if d.Visible {
+				return tools
+			}
+			return nil
 		}
-		return nil
 	}
 	visible := s.visibleTools(ctx, p)
 	out := make([]mcp.Tool, 0, len(visible))

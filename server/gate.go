@@ -9,6 +9,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/toolgate/toolgate/idp"
+	"github.com/toolgate/toolgate/outcome"
 )
 
 // serveMCP is the gate in front of mcp-go's Streamable HTTP transport. It
@@ -91,12 +92,11 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 			}
 		case string(mcp.MethodToolsCall):
 			d := s.decide(req.Context, p, rpc.Params.Name, rpc.Params.Arguments)
-			if d.Visible && !d.Allowed && len(d.RequiredScopes) > 0 && d.Err == nil {
+			if d.code == outcome.InsufficientScope && !d.Allowed { // allowed in dry-run
 				s.record(d) // the gate answers it: the call has reached its end
 				s.writeError(w, &stepUp{scopes: d.RequiredScopes, decisionID: d.ID})
 				return
 			}
-			slot.tool, slot.made = rpc.Params.Name, true
 			slot.callDecision = d
 		}
 		if modern {

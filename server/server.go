@@ -248,10 +248,9 @@ func (s *Server) upstreamsChanged() {
 	s.upstreamMu.Lock()
 	defer s.upstreamMu.Unlock()
 	ups := s.upstreams.Tools()
-	catalog := Catalog(s.builtin)
+	catalog := append(Catalog(s.builtin), UpstreamCatalog(ups)...)
 	tools := slices.Clone(s.builtin)
 	for _, t := range ups {
-		catalog = append(catalog, catalogTool(t.Tool, t.Server))
 		tools = append(tools, t.ServerTool)
 	}
 	if cs, ok := s.policy.(CatalogSetter); ok {
