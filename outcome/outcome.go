@@ -166,10 +166,10 @@ var Table = []Outcome{
 		Answer: "403, `WWW-Authenticate: Bearer error=\"insufficient_scope\", scope=\"<scopes>\", resource_metadata=\"…\"` (step-up)"},
 	{Code: PolicyDenied, Kind: Decision, Status: http.StatusOK, ToolError: true, Level: slog.LevelDebug,
 		Answer: "a tool result with `isError: true`, text `Permission denied: <reason>`, `_meta.decision_id`"},
-	{Code: ArgumentsInvalid, Kind: Decision, Status: http.StatusOK, ToolError: true, Level: slog.LevelInfo,
-		Answer: "a tool result with `isError: true`, text `Permission denied: arguments must be a JSON object`: the client's fault, logged at INFO"},
-	{Code: EvaluationError, Kind: Decision, Status: http.StatusOK, ToolError: true, Level: slog.LevelError,
-		Answer: "a tool result with `isError: true`, text `Permission denied: …` (fail closed), logged at ERROR; a list shows no tool"},
+	{Code: ArgumentsInvalid, Kind: Decision, Status: http.StatusOK, JSONRPCCode: jsonrpcInvalidParams, Level: slog.LevelInfo,
+		Answer: "JSON-RPC error -32602 `tool '<name>' not found` (fail closed: a decision that could not be made shows no tool): arguments that are not a JSON object, the client's fault, logged at INFO"},
+	{Code: EvaluationError, Kind: Decision, Status: http.StatusOK, JSONRPCCode: jsonrpcInvalidParams, Level: slog.LevelError,
+		Answer: "JSON-RPC error -32602 `tool '<name>' not found` (fail closed: a decision that could not be made shows no tool), logged at ERROR; a list shows no tool"},
 }
 
 var byCode = func() map[Code]Outcome {
@@ -222,10 +222,4 @@ func (o Outcome) Metric() string {
 		return "toolgate_requests_refused_total"
 	}
 	return "toolgate_policy_decisions_total"
-}
-
-// Known reports whether c is in the table.
-func Known(c Code) bool {
-	_, ok := byCode[c]
-	return ok
 }

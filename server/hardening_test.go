@@ -358,3 +358,30 @@ func TestDecisionLogHasNoLineForACallThatNeverRan(t *testing.T) {
 		t.Errorf("a proper call: %d decision-log lines, want 1", n)
 	}
 }
+
+// A call whose arguments are not a JSON object is the client's fault: it is
+// denied as a decision that could not be made (fail closed: the tool is not
+// found), with the reason code arguments_invalid in the decision log and
+// the metric, not counted as a failed evaluation.
+func TestArgumentsThatAreNotAnObjectAreArgumentsInvalid(t *testing.T) {
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn})
+	tok := tn.Token(idptest.Claims{Audience: []string{g.Config.ResourceURL()}})
+	session := openSessions(t, g, tok, 1)[0]
+	body := readAll(t, g.rawPost(tok, session, callBody("add", `[1,2]`)).Body)
+	if !strings.Contains(body, `"code":-32602`) || !strings.Contains(body, "not found") || strings.Contains(body, `"text":"3"`) {
+		t.Fatalf("a call with arguments [1,2]: %s, want the tool not found", body)
+	}
+	var line map[string]any
+	for _, l := range g.decisionLines() {
+		if l["action"] == "tools/call" {
+			line = l
+		}
+	}
+	if line == nil || line["result"] != "deny" || line["reason_code"] != "arguments_invalid" {
+		t.Errorf("decision log line %v, want result deny and reason_code arguments_invalid", line)
+	}
+	if text := g.scrape(g.URL + "/metrics"); !strings.Contains(text, `reason="arguments_invalid",result="deny",tool="add"} 1`) {
+		t.Errorf("no arguments_invalid decision counted:\n%s", grep(text, "toolgate_policy_decisions_total"))
+	}
+}
