@@ -30,16 +30,22 @@ type DevIssuer struct {
 
 // DevKeyPath is where the development signing key lives:
 // $TOOLGATE_DEV_KEY, else toolgate/dev-signing-key.pem in the user's config
-// directory.
+// directory, else (no $HOME: a container or service started with an empty
+// environment) dev-signing-key.pem in a directory of the user's own under
+// the temporary directory, so that `toolgate token` run the same way finds
+// the server's key.
 func DevKeyPath() (string, error) {
 	if p := os.Getenv("TOOLGATE_DEV_KEY"); p != "" {
 		return p, nil
 	}
 	dir, err := os.UserConfigDir()
-	if err != nil {
+	if err == nil {
+		return filepath.Join(dir, "toolgate", "dev-signing-key.pem"), nil
+	}
+	if dir, err = privateTempDir(err); err != nil {
 		return "", err
 	}
-	return filepath.Join(dir, "toolgate", "dev-signing-key.pem"), nil
+	return filepath.Join(dir, "dev-signing-key.pem"), nil
 }
 
 // LoadDevIssuer reads the key at keyPath, creating it (mode 0600) when it
