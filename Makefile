@@ -40,6 +40,22 @@ test-rego:
 		$(GO) run ./cmd/toolgate policy check $$d || exit 1; \
 	done
 
+# The static binary the Dockerfile ships (docs/deployment.md): cgo off,
+# -trimpath, the version in server.Version. `make static` builds it, then
+# deploy/smoke checks it is statically linked and starts it as a container
+# does (not root, an empty environment, the embedded default) through
+# /healthz, /readyz and one tools/list.
+STATIC_BIN ?= bin/toolgate-static
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS    := -s -w -X github.com/toolgate/toolgate/server.Version=$(VERSION)
+
+.PHONY: static static-build
+static: static-build
+	$(GO) run ./deploy/smoke -version '$(VERSION)' $(STATIC_BIN)
+
+static-build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(STATIC_BIN) ./cmd/toolgate
+
 # Performance: Go micro-benchmarks (token verification, decisions,
 # visible_tools for 50 and 1000 tools, startup, session memory), then the
 # end-to-end load comparison against a bare mcp-go server in one run.
