@@ -56,6 +56,18 @@ static: static-build
 static-build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(STATIC_BIN) ./cmd/toolgate
 
+# The Kubernetes manifests (deploy/kubernetes): no cluster runs here, so each
+# is decoded strictly into the k8s.io/api types, and their configuration,
+# ports, probes and policy are checked against toolgate's config package and
+# the static binary. A module of its own keeps k8s.io/api out of go.mod.
+# After a change to rego/: make k8s-check K8S_CHECK_FLAGS=-update
+K8S_CHECK_FLAGS ?=
+
+.PHONY: k8s-check
+k8s-check: static-build
+	cd deploy/kubernetes/check && $(GO) run . $(K8S_CHECK_FLAGS) -toolgate $(abspath $(STATIC_BIN)) .. && \
+		$(GO) vet . && $(GO) test -count=1 .
+
 # Performance: Go micro-benchmarks (token verification, decisions,
 # visible_tools for 50 and 1000 tools, startup, session memory), then the
 # end-to-end load comparison against a bare mcp-go server in one run.
