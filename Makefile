@@ -47,7 +47,7 @@ test-rego:
 # /healthz, /readyz and one tools/list.
 STATIC_BIN ?= bin/toolgate-static
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS    := -s -w -X github.com/toolgate/toolgate/server.Version=$(VERSION)
+LDFLAGS     = -s -w -X github.com/toolgate/toolgate/server.Version=$(VERSION)
 
 .PHONY: static static-build
 static: static-build
