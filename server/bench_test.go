@@ -2,11 +2,14 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -20,6 +23,7 @@ import (
 	"github.com/toolgate/toolgate/server"
 	"github.com/toolgate/toolgate/tools"
 
+	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 )
 
@@ -190,4 +194,61 @@ func BenchmarkGateOverhead(b *testing.B) {
 	}
 	b.Run("bare", func(b *testing.B) { run(b, bareHandler, "http://127.0.0.1", "", bareSession) })
 	b.Run("toolgate", func(b *testing.B) { run(b, g.srv.Handler(), g.URL, tok, session) })
+}
+
+// BenchmarkGatewayToolsList measures a warm tools/list of 1000 upstream
+// tools without the network: through the upstream's own handler (bare
+// mcp-go) and through toolgate's whole handler in front of it. The list is
+// served from the gateway's catalog (no request reaches the upstream) and
+// the principal's visible set is cached, so the difference is the gate's
+// time (issue 15: under 100 µs).
+func BenchmarkGatewayToolsList(b *testing.B) {
+	const n = 1000
+	ts := make([]mcpserver.ServerTool, n)
+	for i := range ts {
+		name := fmt.Sprintf("tool_%04d", i)
+		ts[i] = mcpserver.ServerTool{
+			// A raw schema, as the gateway holds an upstream's tools, so
+			// that both handlers write the same tools the same way.
+			Tool: mcp.NewToolWithRawSchema(name, "synthetic tool "+name, json.RawMessage(`{"type":"object","properties":{"q":{"type":"string"}}}`)),
+			Handler: func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return mcp.NewToolResultText("ok"), nil
+			},
+		}
+	}
+	bare := mcpserver.NewMCPServer("bare", "1", mcpserver.WithToolCapabilities(true))
+	bare.AddTools(ts...)
+	bareHandler := mcpserver.NewStreamableHTTPServer(bare, mcpserver.WithStreamableHTTPLogger(slog.New(slog.DiscardHandler)))
+	up := httptest.NewServer(bareHandler)
+	b.Cleanup(up.Close)
+
+	tn := idptest.NewTenant(b, idptest.ProviderAuth0)
+	g := startGate(b, []*idptest.Tenant{tn}, withOptions(func(o *server.Options) { o.DecisionLog = io.Discard }),
+		func(c *config.Config, _ *server.Options) {
+			c.BuiltinTools = false
+			c.Upstreams = []config.Upstream{{Name: "up", URL: up.URL + "/mcp", Timeout: 5 * time.Second}}
+			if err := os.WriteFile(filepath.Join(c.Policy.Dir, "data.json"), []byte(`{"server_rules": {"up": {}}}`), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		})
+	tok := tn.Token(idptest.Claims{Audience: []string{g.Config.ResourceURL()}})
+	session := openSessions(b, g, tok, 1)[0]
+	bareSession := func() string {
+		w := httptest.NewRecorder()
+		bareHandler.ServeHTTP(w, newMCPRequest(http.MethodPost, "http://127.0.0.1", "", "", initializeBody))
+		return w.Header().Get("Mcp-Session-Id")
+	}()
+	body := `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+	run := func(b *testing.B, h http.Handler, host, tok, session, first string) {
+		b.ReportAllocs()
+		for b.Loop() {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, newMCPRequest(http.MethodPost, host, tok, session, body))
+			if w.Code != http.StatusOK || strings.Count(w.Body.String(), `"name":"`) < n || !strings.Contains(w.Body.String(), first) {
+				b.Fatalf("%d %.300s", w.Code, w.Body.String())
+			}
+		}
+	}
+	b.Run("bare", func(b *testing.B) { run(b, bareHandler, "http://127.0.0.1", "", bareSession, `"tool_0999"`) })
+	b.Run("toolgate", func(b *testing.B) { run(b, g.srv.Handler(), g.URL, tok, session, `"up_tool_0999"`) })
 }

@@ -3,7 +3,10 @@
 // policy, drives both with the same keep-alive load, alternating A B A B, and
 // prints throughput, p50 and p99 for each and the ratio toolgate/bare.
 //
-//	go run ./bench/load [-clients 16] [-round 2s] [-rounds 10] [-tools 1000] [-distinct=false]
+// The gateway run puts toolgate in front of a bare mcp-go upstream and
+// compares it with the same upstream reached directly.
+//
+//	go run ./bench/load [-clients 16] [-round 2s] [-rounds 10] [-tools 1000] [-distinct=false] [-gateway=false]
 package main
 
 import (
@@ -16,6 +19,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -42,6 +47,7 @@ func main() {
 	rounds := flag.Int("rounds", 10, "rounds per server (alternating A B A B)")
 	listTools := flag.Int("tools", 1000, "catalog size of the tools/list run (0 skips it)")
 	distinct := flag.Bool("distinct", true, "also run calls whose arguments differ every time (decision cache misses)")
+	gateway := flag.Bool("gateway", true, "also run toolgate in front of a bare upstream against the upstream reached directly")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if *profile != "" {
@@ -50,7 +56,7 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	if err := run(*clients, *round, *rounds, *listTools, *distinct); err != nil {
+	if err := run(*clients, *round, *rounds, *listTools, *distinct, *gateway); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -59,10 +65,13 @@ func main() {
 
 type target struct {
 	name, url, token string
-	stop             func()
+	// tool is the name under which this target serves the tool the load
+	// calls ("add"; behind the gateway, the upstream's prefixed name).
+	tool string
+	stop func()
 }
 
-func run(clients int, round time.Duration, rounds, listTools int, distinct bool) error {
+func run(clients int, round time.Duration, rounds, listTools int, distinct, gateway bool) error {
 	tmp, err := os.MkdirTemp("", "toolgate-load")
 	if err != nil {
 		return err
@@ -75,12 +84,17 @@ func run(clients int, round time.Duration, rounds, listTools int, distinct bool)
 	if err != nil {
 		return err
 	}
-	gate, err := startGate(tmp, builtin, nil)
+	gate, err := startGate(tmp, builtin, nil, nil)
 	if err != nil {
 		return err
 	}
-	call := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":3}}}`
-	if err := compare(bare, gate, func(int) string { return call }, clients, round, rounds); err != nil {
+	call := func(tool string, _ int) string {
+		return `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"` + tool + `","arguments":{"a":2,"b":3}}}`
+	}
+	fresh := func(tool string, n int) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"%s","arguments":{"a":%d,"b":%d}}}`, tool, rand.Int64(), n)
+	}
+	if err := compare(bare, gate, call, clients, round, rounds); err != nil {
 		return err
 	}
 	if distinct {
@@ -90,15 +104,42 @@ func run(clients int, round time.Duration, rounds, listTools int, distinct bool)
 		// decision per principal serves every call; a tool with argument
 		// limits would evaluate the policy on every call.
 		fmt.Printf("\ntools/call add, arguments differing on every call: %d clients, %d rounds of %s\n", clients, rounds, round)
-		fresh := func(n int) string {
-			return fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":%d,"b":%d}}}`, rand.Int64(), n)
-		}
 		if err := compare(bare, gate, fresh, clients, round, rounds); err != nil {
 			return err
 		}
 	}
-	bare.stop()
 	gate.stop()
+
+	if gateway {
+		// The gateway: toolgate in front of the bare server (its only
+		// upstream, no built-in tools), against the bare server reached
+		// directly; both processes share this machine's CPU. Every call
+		// is forwarded on toolgate's pooled session of the principal.
+		fmt.Printf("\ngateway: tools/call add through toolgate to a bare upstream against the upstream directly, arguments differing on every call: %d clients, %d rounds of %s\n", clients, rounds, round)
+		up := []config.Upstream{{Name: "up", URL: bare.url}}
+		gw, err := startGate(tmp, nil, map[string]any{"server_rules": map[string]any{"up": map[string]any{}}}, up)
+		if err != nil {
+			return err
+		}
+		gw.name, gw.tool = "gateway", "up_add"
+		bare.name = "direct"
+		if err := compare(bare, gw, fresh, clients, round, rounds); err != nil {
+			return err
+		}
+		gw.stop()
+		// For scale: the least any HTTP hop in front of the upstream
+		// costs, a reverse proxy that reads nothing of the messages.
+		fmt.Printf("\nfor scale: net/http/httputil's reverse proxy in front of the same upstream, the same load\n")
+		proxy, err := startProxy(bare)
+		if err != nil {
+			return err
+		}
+		if err := compare(bare, proxy, fresh, clients, round, rounds); err != nil {
+			return err
+		}
+		proxy.stop()
+	}
+	bare.stop()
 
 	if listTools > 0 {
 		catalog := syntheticTools(listTools)
@@ -107,12 +148,12 @@ func run(clients int, round time.Duration, rounds, listTools int, distinct bool)
 		if err != nil {
 			return err
 		}
-		gate, err := startGate(tmp, catalog, grantAll(catalog))
+		gate, err := startGate(tmp, catalog, grantAll(catalog), nil)
 		if err != nil {
 			return err
 		}
-		list := `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
-		if err := compare(bare, gate, func(int) string { return list }, clients, round, rounds); err != nil {
+		list := func(string, int) string { return `{"jsonrpc":"2.0","id":2,"method":"tools/list"}` }
+		if err := compare(bare, gate, list, clients, round, rounds); err != nil {
 			return err
 		}
 		bare.stop()
@@ -122,8 +163,8 @@ func run(clients int, round time.Duration, rounds, listTools int, distinct bool)
 }
 
 // compare drives a and b with the same load, alternating; body gives the
-// n-th message of a client.
-func compare(a, b *target, body func(n int) string, clients int, round time.Duration, rounds int) error {
+// n-th message of a client, calling the target's tool.
+func compare(a, b *target, body func(tool string, n int) string, clients int, round time.Duration, rounds int) error {
 	results := map[string]*stats{a.name: {}, b.name: {}}
 	// Warm both up first (connections, caches, JIT of the kernel's paths).
 	for _, t := range []*target{a, b} {
@@ -208,9 +249,9 @@ func (s *stats) quantile(q float64) time.Duration {
 	return s.latencies[int(q*float64(len(s.latencies)-1))].Round(time.Microsecond)
 }
 
-// drive runs clients keep-alive loops posting body(0), body(1), … for d,
-// each on its own MCP session.
-func drive(t *target, body func(n int) string, clients int, d time.Duration) (*stats, error) {
+// drive runs clients keep-alive loops posting body(t.tool, 0), body(t.tool,
+// 1), … for d, each on its own MCP session.
+func drive(t *target, body func(tool string, n int) string, clients int, d time.Duration) (*stats, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
@@ -233,7 +274,7 @@ func drive(t *target, body func(n int) string, clients int, d time.Duration) (*s
 			defer c.Close()
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
-				b, status, err := c.Post(body(s.n))
+				b, status, err := c.Post(body(t.tool, s.n))
 				if err == nil && (status != http.StatusOK || bytes.Contains(b, []byte(`"isError":true`)) || bytes.Contains(b, []byte(`"error":`))) {
 					err = fmt.Errorf("status %d: %.200s", status, b)
 				}
@@ -270,13 +311,31 @@ func startBare(ts []mcpserver.ServerTool) (*target, error) {
 	}
 	hs := &http.Server{Handler: h}
 	go pprof.Do(context.Background(), pprof.Labels("server", "bare"), func(context.Context) { hs.Serve(ln) })
-	return &target{name: "bare", url: "http://" + ln.Addr().String() + "/mcp", stop: func() { hs.Close() }}, nil
+	return &target{name: "bare", url: "http://" + ln.Addr().String() + "/mcp", tool: "add", stop: func() { hs.Close() }}, nil
+}
+
+// startProxy is a reverse proxy to t: one more HTTP hop and nothing else.
+func startProxy(t *target) (*target, error) {
+	u, err := url.Parse(t.url)
+	if err != nil {
+		return nil, err
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	hs := &http.Server{Handler: rp}
+	go pprof.Do(context.Background(), pprof.Labels("server", "proxy"), func(context.Context) { hs.Serve(ln) })
+	return &target{name: "proxy", url: "http://" + ln.Addr().String() + "/mcp", tool: t.tool, stop: func() { hs.Close() }}, nil
 }
 
 // startGate runs toolgate as `toolgate serve` would, with a development
-// issuer, the given tools, the default policy (or policy data replacing its
-// data.json), and the decision log written to a file.
-func startGate(tmp string, ts []mcpserver.ServerTool, data map[string]any) (*target, error) {
+// issuer, the given tools (none: builtin_tools false) and upstreams, the
+// default policy (or policy data replacing its data.json), and the decision
+// log written to a file.
+func startGate(tmp string, ts []mcpserver.ServerTool, data map[string]any, ups []config.Upstream) (*target, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -284,6 +343,8 @@ func startGate(tmp string, ts []mcpserver.ServerTool, data map[string]any) (*tar
 	cfg := config.Default()
 	cfg.Listen = ln.Addr().String()
 	cfg.Anonymous = true
+	cfg.BuiltinTools = len(ts) > 0
+	cfg.Upstreams = ups
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -324,7 +385,7 @@ func startGate(tmp string, ts []mcpserver.ServerTool, data map[string]any) (*tar
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go pprof.Do(ctx, pprof.Labels("server", "toolgate"), func(ctx context.Context) { srv.Serve(ctx, ln, 5*time.Second); close(done) })
-	return &target{name: "toolgate", url: "http://" + ln.Addr().String() + "/mcp", token: tok, stop: func() { cancel(); <-done }}, nil
+	return &target{name: "toolgate", url: "http://" + ln.Addr().String() + "/mcp", token: tok, tool: "add", stop: func() { cancel(); <-done }}, nil
 }
 
 func syntheticTools(n int) []mcpserver.ServerTool {
