@@ -54,6 +54,8 @@ timed() {
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # stop_all: TERM every process started here, then KILL what is left after 10 s.
+# The toolgates go first (started last), so that they close their upstream
+# sessions while the upstreams still run.
 stop_all() {
 	local i pid deadline
 	if [[ -n ${TEST_PID:-} ]] && kill -0 "$TEST_PID" 2>/dev/null; then
@@ -61,10 +63,18 @@ stop_all() {
 		wait "$TEST_PID" 2>/dev/null || true
 	fi
 	((${#PIDS[@]})) || return 0
+	deadline=$((SECONDS + 10))
+	for i in "${!NAMES[@]}"; do
+		[[ ${NAMES[$i]} == toolgate* ]] || continue
+		kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+	done
+	for i in "${!NAMES[@]}"; do
+		[[ ${NAMES[$i]} == toolgate* ]] || continue
+		while kill -0 "${PIDS[$i]}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+	done
 	for i in "${!PIDS[@]}"; do
 		kill -TERM "${PIDS[$i]}" 2>/dev/null || true
 	done
-	deadline=$((SECONDS + 10))
 	for i in "${!PIDS[@]}"; do
 		pid=${PIDS[$i]}
 		while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
