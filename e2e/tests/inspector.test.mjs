@@ -3,33 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { createRequire } from 'node:module';
-import { env, createClient, clientCredentialsToken, jwtClaims, text } from './lib.mjs';
-
-const cli = createRequire(import.meta.url).resolve('@modelcontextprotocol/inspector/clients/launcher/build/index.js');
-// The Inspector keeps a catalog and OAuth state under $HOME/.mcp-inspector: give it its own.
-const home = join(env.outDir, 'inspector-home');
-mkdirSync(home, { recursive: true });
-
-/** Runs `mcp-inspector --cli` and returns its exit status and parsed JSON output. */
-function inspector(args, { token } = {}) {
-  const argv = [cli, '--cli', env.mcpURL, '--transport', 'http', '--format', 'json',
-    // Never start an interactive OAuth login (a browser): fail with auth_required instead.
-    '--stored-auth-only', ...args];
-  if (token) argv.push('--header', `Authorization: Bearer ${token}`);
-  const r = spawnSync(process.execPath, argv, {
-    encoding: 'utf8',
-    timeout: 60_000,
-    env: { ...process.env, HOME: home, MCP_CATALOG_PATH: join(home, 'mcp.json'), MCP_CLIENT_CONFIG_PATH: join(home, 'client.json'), NO_COLOR: '1', BROWSER: 'false' },
-  });
-  const parse = s => {
-    try { return JSON.parse(s); } catch { return undefined; }
-  };
-  return { status: r.status, out: parse(r.stdout), err: parse(r.stderr), stdout: r.stdout, stderr: r.stderr, error: r.error };
-}
+import { env, createClient, clientCredentialsToken, jwtClaims, text, inspector } from './lib.mjs';
 
 const show = r => `exit ${r.status}\nstdout: ${r.stdout?.slice(0, 600)}\nstderr: ${r.stderr?.slice(0, 600)}`;
 

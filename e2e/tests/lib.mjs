@@ -5,7 +5,14 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
+import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 
 function need(name) {
   const v = process.env[name];
@@ -23,6 +30,13 @@ export const env = {
   // The port of the page origin that toolgate's allowed_origins lists.
   get pagePort() { return need('E2E_PAGE_PORT'); },
   get chromium() { return need('E2E_CHROMIUM'); },
+  // The gateway's upstreams (tests/gateway.test.mjs).
+  get everythingURL() { return need('E2E_EVERYTHING_URL'); }, // server-everything's own /mcp
+  get fsShare() { return need('E2E_FS_SHARE'); }, // server-filesystem's directory
+  get nodeModules() { return need('E2E_NODE_MODULES'); },
+  get recCCURL() { return need('E2E_REC_CC_URL'); },
+  get recCCClientID() { return need('E2E_REC_CC_CLIENT_ID'); }, // toolgate's own client at Hydra
+  get recAssertURL() { return need('E2E_REC_ASSERT_URL'); },
 };
 
 /** Throws unless url is on loopback: the tests never send traffic elsewhere. */
@@ -185,6 +199,35 @@ export class ScriptedUserProvider {
 }
 
 /**
+ * Connects an SDK client as `user`, doing what an interactive client does:
+ * the first connect fails with UnauthorizedError after the SDK sent the user
+ * to the authorization URL; the "browser" brings back a code; finishAuth
+ * exchanges it; a second transport connects with the token.
+ */
+export async function connectAs(user, { decline = [] } = {}) {
+  const log = [];
+  const provider = new ScriptedUserProvider({ user, log });
+  provider.decline = decline;
+  const fetchFn = loggingFetch(log);
+  const url = new URL(env.mcpURL);
+  let transport = new StreamableHTTPClientTransport(url, { authProvider: provider, fetch: fetchFn });
+  let client = new Client({ name: `toolgate-e2e-${user}`, version: '1.0.0' });
+  let redirected = false;
+  try {
+    await client.connect(transport);
+  } catch (err) {
+    if (!(err instanceof UnauthorizedError)) throw err;
+    redirected = true;
+    await transport.finishAuth(provider.takeCode());
+    await transport.close().catch(() => {});
+    transport = new StreamableHTTPClientTransport(url, { authProvider: provider, fetch: fetchFn });
+    client = new Client({ name: `toolgate-e2e-${user}`, version: '1.0.0' });
+    await client.connect(transport);
+  }
+  return { client, transport, provider, log, redirected };
+}
+
+/**
  * The SDK's ClientCredentialsProvider plus Hydra's `audience` parameter:
  * Hydra ignores RFC 8707 `resource` (which the SDK sends too) and issues a
  * token without `aud` unless the request names an allowed audience.
@@ -243,4 +286,30 @@ export async function clientCredentialsToken({ clientId, clientSecret, scope, au
 /** Text of the first content item of a tool result. */
 export function text(result) {
   return result.content?.find(c => c.type === 'text')?.text;
+}
+
+const inspectorCLI = createRequire(import.meta.url).resolve('@modelcontextprotocol/inspector/clients/launcher/build/index.js');
+
+/**
+ * Runs MCP Inspector's command line (`mcp-inspector --cli`) against url
+ * (toolgate's /mcp unless given) and returns its exit status and parsed JSON
+ * output.
+ */
+export function inspector(args, { token, url = env.mcpURL } = {}) {
+  const argv = [inspectorCLI, '--cli', url, '--transport', 'http', '--format', 'json',
+    // Never start an interactive OAuth login (a browser): fail with auth_required instead.
+    '--stored-auth-only', ...args];
+  if (token) argv.push('--header', `Authorization: Bearer ${token}`);
+  // The Inspector keeps a catalog and OAuth state under $HOME/.mcp-inspector: give it its own.
+  const home = join(env.outDir, 'inspector-home');
+  mkdirSync(home, { recursive: true });
+  const r = spawnSync(process.execPath, argv, {
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, HOME: home, MCP_CATALOG_PATH: join(home, 'mcp.json'), MCP_CLIENT_CONFIG_PATH: join(home, 'client.json'), NO_COLOR: '1', BROWSER: 'false' },
+  });
+  const parse = s => {
+    try { return JSON.parse(s); } catch { return undefined; }
+  };
+  return { status: r.status, out: parse(r.stdout), err: parse(r.stderr), stdout: r.stdout, stderr: r.stderr, error: r.error };
 }

@@ -9,40 +9,11 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import {
-  env, loggingFetch, jwtClaims, jwtHeader, ScriptedUserProvider, HydraClientCredentialsProvider,
-  createClient, clientCredentialsToken, text,
+  env, loggingFetch, jwtClaims, jwtHeader, HydraClientCredentialsProvider,
+  createClient, clientCredentialsToken, text, connectAs,
 } from './lib.mjs';
 
 const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-
-/**
- * Connects an SDK client as `user`, doing what an interactive client does:
- * the first connect fails with UnauthorizedError after the SDK sent the user
- * to the authorization URL; the "browser" brings back a code; finishAuth
- * exchanges it; a second transport connects with the token.
- */
-async function connectAs(user, { decline = [] } = {}) {
-  const log = [];
-  const provider = new ScriptedUserProvider({ user, log });
-  provider.decline = decline;
-  const fetchFn = loggingFetch(log);
-  const url = new URL(env.mcpURL);
-  let transport = new StreamableHTTPClientTransport(url, { authProvider: provider, fetch: fetchFn });
-  let client = new Client({ name: `toolgate-e2e-${user}`, version: '1.0.0' });
-  let redirected = false;
-  try {
-    await client.connect(transport);
-  } catch (err) {
-    if (!(err instanceof UnauthorizedError)) throw err;
-    redirected = true;
-    await transport.finishAuth(provider.takeCode());
-    await transport.close().catch(() => {});
-    transport = new StreamableHTTPClientTransport(url, { authProvider: provider, fetch: fetchFn });
-    client = new Client({ name: `toolgate-e2e-${user}`, version: '1.0.0' });
-    await client.connect(transport);
-  }
-  return { client, transport, provider, log, redirected };
-}
 
 /** Runs fn; if the SDK had to send the user to authorize (a step-up), finishes that and runs fn again. */
 async function withReauthorization(session, fn) {
