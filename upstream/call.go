@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -75,10 +76,19 @@ func (u *Upstream) call(ctx context.Context, start time.Time, s *session, key, n
 			u.drop(key, s)
 		}
 		return mcp.NewToolResultError(err.Error()), nil
-	case err != nil && ctx.Err() != nil:
+	case err != nil && (ctx.Err() != nil || isTimeout(err)):
+		// The HTTP transport's own bound on the answer's headers is the
+		// timeout too: it may fire first.
+		timedOut := ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded)
+		if timedOut {
+			err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+		}
 		u.observe(ctx, mcp.MethodToolsCall, start, err)
-		u.cancelUpstream(ctx, s, key, f.id)
-		return u.failed(ctx, err), nil
+		u.cancelUpstream(s, key, f.id, timedOut)
+		if timedOut {
+			return mcp.NewToolResultError(fmt.Sprintf("upstream %s did not answer within %s", u.cfg.Name, u.cfg.Timeout)), nil
+		}
+		return mcp.NewToolResultError("the call was cancelled"), nil
 	case err != nil:
 		err = transport.NewError(err)
 		u.observe(ctx, mcp.MethodToolsCall, start, err)
@@ -111,8 +121,7 @@ func (u *Upstream) call(ctx context.Context, start time.Time, s *session, key, n
 // transport. After toolgate's own timeout the session is checked with a
 // ping (MCP basic/utilities, "Ping"): one that does not answer either is
 // closed, so that the next call opens another.
-func (u *Upstream) cancelUpstream(callCtx context.Context, s *session, key string, id mcp.RequestId) {
-	timedOut := errors.Is(callCtx.Err(), context.DeadlineExceeded)
+func (u *Upstream) cancelUpstream(s *session, key string, id mcp.RequestId, timedOut bool) {
 	reason := "the client cancelled the request"
 	if timedOut {
 		reason = fmt.Sprintf("no answer within toolgate's timeout of %s", u.cfg.Timeout)
@@ -160,6 +169,12 @@ func (u *Upstream) relayProgress(c *client.Client) func(mcp.JSONRPCNotification)
 			u.log.Debug("progress not passed to the client", "error", err)
 		}
 	}
+}
+
+// isTimeout reports whether err is a network timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // byteSize is n for a message: in MiB when it is a whole number of them.

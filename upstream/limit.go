@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -22,14 +23,16 @@ import (
 var errTooLarge = errors.New("upstream message over max_result_bytes")
 
 // capReader reads at most max bytes of each message: of each event of an
-// SSE stream (bytes since the last blank line), of each line of stdio's
-// newline-delimited JSON-RPC, or of a whole JSON body.
+// SSE stream (the lines up to a blank one, as mcp-go reads them: split at
+// line feeds, a line of carriage returns alone is blank), of each line of
+// stdio's newline-delimited JSON-RPC, or of a whole JSON body.
 type capReader struct {
-	r    io.Reader
-	max  int64
-	mode capMode
-	n    int64 // bytes of the current message so far
-	nl   bool  // the last byte (CR aside) was a line feed
+	r      io.Reader
+	max    int64
+	mode   capMode
+	n      int64 // bytes of the current message so far
+	blank  bool  // the current line has only carriage returns so far
+	inLine bool  // the current line has begun
 	// tripped is told when a message went over (nil: nobody asks).
 	tripped *atomic.Bool
 }
@@ -47,22 +50,36 @@ func (c *capReader) Read(p []byte) (int, error) {
 		return 0, errTooLarge
 	}
 	n, err := c.r.Read(p)
-	for i, b := range p[:n] {
-		switch {
-		case b == '\n' && (c.mode == capLine || c.mode == capEvent && c.nl):
-			c.n, c.nl = 0, false
-			continue
-		case b == '\n':
-			c.nl = true
-		case b != '\r':
-			c.nl = false
+	for off := 0; off < n; {
+		line := p[off:n]
+		end := bytes.IndexByte(line, '\n')
+		if end >= 0 {
+			line = line[:end]
 		}
-		if c.n++; c.n > c.max {
+		if !c.inLine {
+			c.inLine, c.blank = true, true
+		}
+		if c.blank && len(bytes.Trim(line, "\r")) > 0 {
+			c.blank = false
+		}
+		if c.n += int64(len(line)); c.n > c.max {
 			if c.tripped != nil {
 				c.tripped.Store(true)
 			}
-			return i, errTooLarge
+			return off, errTooLarge
 		}
+		if end < 0 {
+			break
+		}
+		// A line ends: for stdio, the message; for SSE, the event if
+		// the line is blank.
+		c.inLine = false
+		if c.mode == capLine || c.mode == capEvent && c.blank {
+			c.n = 0
+		} else {
+			c.n++
+		}
+		off += end + 1
 	}
 	return n, err
 }

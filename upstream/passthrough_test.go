@@ -3,10 +3,14 @@ package upstream
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -106,9 +110,9 @@ func TestAnUnansweredCallIsCancelledUpstream(t *testing.T) {
 }
 
 // An answer over max_result_bytes fails the call with a clear error, and
-// the upstream serves the next call: over Streamable HTTP (a JSON answer at
-// the default cap, an event stream at a small one) on the same session, over
-// stdio on a new process.
+// the upstream serves the next call: over Streamable HTTP (a JSON answer,
+// an event stream) on the same session, over
+// stdio on a new process. (The default, 16 MiB, is config's.)
 func TestAnAnswerOverTheCapFailsTheCall(t *testing.T) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -122,7 +126,7 @@ func TestAnAnswerOverTheCapFailsTheCall(t *testing.T) {
 		progress  bool
 		want      string
 	}{
-		{"http json at the default cap", "url: " + up.URL, 16<<20 + 1, false, "upstream up answered more than 16 MiB"},
+		{"http json", "url: " + up.URL + "\nmax_result_bytes: 1048576", 1<<20 + 1, false, "upstream up answered more than 1 MiB"},
 		{"http event stream", "url: " + up.URL + "\nmax_result_bytes: 4096", 5000, true, "upstream up answered more than 4096 bytes"},
 		{"stdio", stdio + "\nmax_result_bytes: 4096", 5000, false, "upstream up answered more than 4096 bytes"},
 	} {
@@ -149,6 +153,32 @@ func TestAnAnswerOverTheCapFailsTheCall(t *testing.T) {
 			}
 			if res := call(t, toolNamed(t, p, "up_echo"), "alice", map[string]any{"text": "after"}); res.IsError || text(res) != "after" {
 				t.Errorf("the next call: %+v", res)
+			}
+		})
+	}
+}
+
+// capReader counts each message as mcp-go splits them: a comment line
+// (":") does not end an SSE event, a line of carriage returns does.
+func TestCapReaderCountsEachMessage(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		mode     capMode
+		over     bool
+	}{
+		{"events under the cap", "data: 0123456789\n\ndata: 0123456789\r\n\r\n", capEvent, false},
+		{"an event over the cap", "data: 0123456789\ndata: 0123456789\n\n", capEvent, true},
+		{"a comment does not end an event", "data: 0123456789\n:\ndata: 0123456789\n\n", capEvent, true},
+		{"lines under the cap", "0123456789012345678\n0123456789012345678\n", capLine, false},
+		{"a line over the cap", "01234567890123456789012\n", capLine, true},
+		{"a body over the cap", "0123456789\n0123456789\n", capWhole, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tripped atomic.Bool
+			r := &capReader{r: iotest.OneByteReader(strings.NewReader(tc.in)), max: 20, mode: tc.mode, tripped: &tripped}
+			_, err := io.ReadAll(r)
+			if over := errors.Is(err, errTooLarge); over != tc.over || tripped.Load() != tc.over {
+				t.Errorf("over the cap: %v (err %v, tripped %v), want %v", over, err, tripped.Load(), tc.over)
 			}
 		})
 	}
