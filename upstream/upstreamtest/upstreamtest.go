@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
@@ -94,7 +95,8 @@ func NewMCPServer() *mcpserver.MCPServer {
 		},
 		mcpserver.ServerTool{
 			Tool: mcp.NewTool("progress", mcp.WithDescription("Reports steps of progress, then answers."),
-				mcp.WithNumber("steps", mcp.Description("how many notifications/progress"))),
+				mcp.WithNumber("steps", mcp.Description("how many notifications/progress")),
+				mcp.WithNumber("work_ms", mcp.Description("the work after each step, in milliseconds"))),
 			Handler: func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 				steps := req.GetInt("steps", 3)
 				var token mcp.ProgressToken
@@ -107,6 +109,11 @@ func NewMCPServer() *mcpserver.MCPServer {
 					if err != nil {
 						return nil, err
 					}
+					// mcp-go's Streamable HTTP server (v1.2.1) may drop
+					// a notification sent as the answer is written: work
+					// after each step, as a real tool would, leaves it
+					// time to go out.
+					time.Sleep(time.Duration(req.GetInt("work_ms", 0)) * time.Millisecond)
 				}
 				return mcp.NewToolResultText(fmt.Sprintf("done, token %v", token)), nil
 			},
