@@ -97,14 +97,16 @@ func (u *Upstream) call(ctx context.Context, start time.Time, s *session, key, n
 		// listed again to tell whether the upstream is up.
 		u.drop(key, s)
 		return u.failed(ctx, err), nil
+	case res.ID.String() != f.id.String():
+		err = fmt.Errorf("the answer is to request %s, not %s", res.ID.String(), f.id.String())
 	case res.Error != nil:
 		err = res.Error.AsError()
 		u.observe(ctx, mcp.MethodToolsCall, start, err)
 		return nil, err // the upstream's JSON-RPC error, as it sent it
 	}
-	result, err := mcp.ParseCallToolResult(&res.Result)
-	if err == nil && res.ID.String() != f.id.String() {
-		err = fmt.Errorf("the answer is to request %s, not %s", res.ID.String(), f.id.String())
+	var result *mcp.CallToolResult
+	if err == nil {
+		result, err = mcp.ParseCallToolResult(&res.Result)
 	}
 	u.observe(ctx, mcp.MethodToolsCall, start, err)
 	if err != nil {
