@@ -66,8 +66,14 @@ type Upstream struct {
 	MaxProcesses int `yaml:"max_processes"`
 	// IdleTimeout stops a principal's session (process) unused this long.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	Auth        UpstreamAuth  `yaml:"auth"`
+	// MaxResultBytes caps one message from the upstream (a result, a
+	// notification): past it the call fails and nothing more is read.
+	MaxResultBytes int64        `yaml:"max_result_bytes"`
+	Auth           UpstreamAuth `yaml:"auth"`
 }
+
+// DefaultMaxResultBytes is upstreams[].max_result_bytes unless set: 16 MiB.
+const DefaultMaxResultBytes = 16 << 20
 
 // UpstreamAuth is how toolgate authenticates itself to an upstream. Secrets
 // are named by environment variable, never written in the file.
@@ -615,6 +621,12 @@ func (u *Upstream) validate(at string, names map[string]bool, prefixes map[strin
 	}
 	if u.IdleTimeout < time.Second || u.IdleTimeout > 24*time.Hour {
 		bad("idle_timeout: %s is outside 1s..24h", u.IdleTimeout)
+	}
+	if u.MaxResultBytes == 0 {
+		u.MaxResultBytes = DefaultMaxResultBytes
+	}
+	if u.MaxResultBytes < 1024 || u.MaxResultBytes > 1<<30 {
+		bad("max_result_bytes: %d is outside 1024..1073741824 (1 KiB..1 GiB)", u.MaxResultBytes)
 	}
 	return append(errs, u.Auth.validate(at+".auth")...)
 }

@@ -226,7 +226,7 @@ upstreams:
 	}
 	fs, api := c.Upstreams[0], c.Upstreams[1]
 	if *fs.Prefix != "fs_" || fs.Sessions != "per_principal" || fs.Timeout != 30*time.Second ||
-		fs.MaxProcesses != 32 || fs.IdleTimeout != 10*time.Minute || fs.Auth.Type != "none" {
+		fs.MaxProcesses != 32 || fs.IdleTimeout != 10*time.Minute || fs.MaxResultBytes != 16<<20 || fs.Auth.Type != "none" {
 		t.Errorf("fs defaults: prefix %q, %+v", *fs.Prefix, fs)
 	}
 	if *api.Prefix != "" || api.Sessions != "shared" || api.Timeout != 5*time.Second || api.Auth.ValueEnv != "API_KEY" {
@@ -258,6 +258,7 @@ upstreams:
     command: [x]
     prefix: web_
     max_processes: -1
+    max_result_bytes: 100
     auth: {type: client_credentials, token_url: ftp://t, client_id: c, value_env: V}
   - name: as
     command: [x]
@@ -268,7 +269,7 @@ upstreams:
 		t.Fatal("want an error")
 	}
 	want := []string{
-		"line 28: upstreams[5].tokn: unknown key",
+		"line 29: upstreams[5].tokn: unknown key",
 		`upstreams[0].name: "Bad_Name" is not 1 to 32`,
 		"upstreams[0].command, url: give exactly one",
 		`upstreams[1].name: "builtin" names toolgate's own tools`,
@@ -284,6 +285,7 @@ upstreams:
 		`upstreams[3].auth.type: "oauth" is not one of none, header, client_credentials, assertion`,
 		`upstreams[4].prefix: "web_" is also the prefix of upstream "web"`,
 		"upstreams[4].max_processes: -1 is outside",
+		"upstreams[4].max_result_bytes: 100 is outside 1024..1073741824",
 		"upstreams[4].auth.value_env: not used by type client_credentials",
 		"upstreams[4].auth.client_secret_env: required by type client_credentials",
 		`upstreams[4].auth.token_url: "ftp://t" must be an https:// URL`,

@@ -132,7 +132,7 @@ func TestGatewayServesUpstreamToolsBehindThePolicy(t *testing.T) {
 	if res, err := callTool(c2, "up_session", nil); err != nil || res.IsError || text(res) == "" {
 		t.Errorf("up_session with the permission = %+v, %v", res, err)
 	}
-	if _, body := g.readyz(); !strings.Contains(mustJSON(t, body["upstreams"]), `"name":"up","tools":4,"up":true`) {
+	if _, body := g.readyz(); !strings.Contains(mustJSON(t, body["upstreams"]), `"name":"up","tools":6,"up":true`) {
 		t.Errorf("readyz upstreams = %v", body["upstreams"])
 	}
 	// No upstream's auth is assertion: toolgate publishes no key.

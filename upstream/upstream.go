@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -172,7 +171,7 @@ func New(cfgs []config.Upstream, o Options) (*Pool, error) {
 				rt = clientCredentials(c.Auth, secret, c.Timeout, rt)
 			}
 			u.http = &http.Client{
-				Transport: rt,
+				Transport: capBodies{rt, c.MaxResultBytes},
 				// A redirect could carry the auth header elsewhere.
 				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 			}
@@ -277,6 +276,7 @@ type Upstream struct {
 	http    *http.Client      // pooled connections (Streamable HTTP)
 	refresh chan struct{}     // a call failed: list again now
 	procs   atomic.Int64      // stdio processes running
+	calls   sync.Map          // minted progress token -> *inflight (call.go)
 
 	mu       sync.Mutex
 	up       bool
@@ -481,21 +481,7 @@ func (u *Upstream) forward(name string) mcpserver.ToolHandlerFunc {
 		s.busy.Add(1)
 		defer s.busy.Add(-1)
 		s.lastUsed.Store(time.Now().UnixNano())
-		res, err := s.c.CallTool(ctx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: name, Arguments: req.Params.Arguments}})
-		u.observe(ctx, mcp.MethodToolsCall, start, err)
-		var te *transport.Error
-		switch {
-		case err == nil:
-			return res, nil
-		case errors.As(err, &te) || ctx.Err() != nil:
-			// The session may be dead (a crashed process, a lost
-			// connection): the next call opens another, and the
-			// tools are listed again to tell whether the upstream is up.
-			u.drop(key, s)
-			return u.failed(ctx, err), nil
-		default:
-			return nil, err // the upstream's JSON-RPC error, as it sent it
-		}
+		return u.call(ctx, start, s, key, name, req)
 	}
 }
 
@@ -706,17 +692,16 @@ func (u *Upstream) connect(owner *idp.Principal) (*client.Client, error) {
 		}
 		t = h
 	} else {
-		t = transport.NewStdioWithOptions(u.cfg.Command[0], u.environ(), u.cfg.Command[1:],
-			transport.WithCommandFunc(func(_ context.Context, name string, env, args []string) (*exec.Cmd, error) {
-				cmd := exec.Command(name, args...) // lives until the session closes, not a request
-				cmd.Env = env
-				return cmd, nil
-			}),
-			transport.WithCommandLogger(u.log))
+		p, err := newStdio(u.cfg.Command, u.environ(), u.cfg.MaxResultBytes, u.log)
+		if err != nil {
+			return nil, transport.NewError(err)
+		}
+		t = p
 	}
 	// The handshake, not server/discover: a per_principal session is a
 	// protocol session, which the stateless 2026-07-28 core has not.
 	c := client.NewClient(t, client.WithLegacyProtocolOnly())
+	c.OnNotification(u.relayProgress(c))
 	ctx, cancel := context.WithTimeout(u.pool.ctx, u.cfg.Timeout)
 	defer cancel()
 	start := time.Now()

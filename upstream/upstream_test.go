@@ -116,7 +116,7 @@ func TestListsToolsPrefixedWithTheirDefinitionsUnchanged(t *testing.T) {
 		json.RawMessage(`{"name":"`+strings.Repeat("x", 129)+`","inputSchema":{"type":"object"}}`),
 	)
 	p := startPool(t, Options{Reserved: []string{"up_session"}}, upstreamConfig(t, "name: up\nurl: "+up.URL))
-	if got, want := names(p.Tools()), []string{"up_echo", "up_env", "up_slow"}; !slices.Equal(got, want) {
+	if got, want := names(p.Tools()), []string{"up_big", "up_echo", "up_env", "up_progress", "up_slow"}; !slices.Equal(got, want) {
 		t.Errorf("tools = %v, want %v (bad names, a repeat and a reserved name dropped)", got, want)
 	}
 	echo := toolNamed(t, p, "up_echo")
@@ -130,7 +130,7 @@ func TestListsToolsPrefixedWithTheirDefinitionsUnchanged(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("input schema = %s, want %s", echo.Tool.RawInputSchema, upstreamtest.EchoSchema)
 	}
-	if st := p.Status(); len(st) != 1 || !st[0].Up || st[0].Tools != 4 {
+	if st := p.Status(); len(st) != 1 || !st[0].Up || st[0].Tools != 6 {
 		t.Errorf("status = %+v", st)
 	}
 }

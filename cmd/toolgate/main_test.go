@@ -390,8 +390,8 @@ upstreams:
 	if code != 1 || !strings.Contains(errs.String(), "1 of 2 upstreams down") {
 		t.Errorf("exit %d, stderr %q; want 1 and the upstreams down counted", code, errs.String())
 	}
-	want := "tests: up, 4 tools\n  echo\n  env\n  session\n  slow\ngone: down: "
-	if got := out.String(); !strings.HasPrefix(got, want) || strings.Count(got, "\n") != 6 {
+	want := "tests: up, 6 tools\n  big\n  echo\n  env\n  progress\n  session\n  slow\ngone: down: "
+	if got := out.String(); !strings.HasPrefix(got, want) || strings.Count(got, "\n") != 8 {
 		t.Errorf("output:\n%s\nwant it to start with:\n%s", got, want)
 	}
 
@@ -402,7 +402,7 @@ upstreams:
 	}
 	out.Reset()
 	if code := run(context.Background(), []string{"upstream", "list", "--config", path}, &out, &errs); code != 0 ||
-		!strings.Contains(out.String(), "  tests_add\n") || !strings.Contains(out.String(), "tests: up, 5 tools\n") {
+		!strings.Contains(out.String(), "  tests_add\n") || !strings.Contains(out.String(), "tests: up, 7 tools\n") {
 		t.Errorf("exit %d, output:\n%s", code, out.String())
 	}
 }

@@ -8,13 +8,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
@@ -25,6 +28,8 @@ type Request struct {
 	Header http.Header
 	// Method is the JSON-RPC method ("" for a GET or a batch).
 	Method string
+	// ID and Params are the message's, as sent (nil when absent).
+	ID, Params json.RawMessage
 }
 
 // Server is a running upstream.
@@ -34,7 +39,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	requests []Request
-	calls    map[string]int // tool -> calls
+	calls    map[string]int                      // tool -> calls
+	mangle   map[string]func(body []byte) []byte // method -> what its answers become
 }
 
 // EchoSchema is the echo tool's input schema, with keywords mcp-go's typed
@@ -44,7 +50,9 @@ const EchoSchema = `{"type":"object","properties":{"text":{"type":"string","desc
 // NewMCPServer is the upstream's tools: echo (text and structuredContent
 // back), session (the caller's upstream session id), env (the process's
 // environment, over stdio), bad-name? and echo again (dropped by a gateway),
-// and slow (answers only when the request ends).
+// slow (answers only when the request ends), progress (notifications/progress
+// for the caller's token, then its answer) and big (an answer of the
+// requested size; as an event stream when the call has a progress token).
 func NewMCPServer() *mcpserver.MCPServer {
 	s := mcpserver.NewMCPServer("upstreamtest", "1")
 	readOnly := true
@@ -85,6 +93,44 @@ func NewMCPServer() *mcpserver.MCPServer {
 				return nil, ctx.Err()
 			},
 		},
+		mcpserver.ServerTool{
+			Tool: mcp.NewTool("progress", mcp.WithDescription("Reports steps of progress, then answers."),
+				mcp.WithNumber("steps", mcp.Description("how many notifications/progress")),
+				mcp.WithNumber("work_ms", mcp.Description("the work after each step, in milliseconds"))),
+			Handler: func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				steps := req.GetInt("steps", 3)
+				var token mcp.ProgressToken
+				if req.Params.Meta != nil {
+					token = req.Params.Meta.ProgressToken
+				}
+				for i := 1; token != nil && i <= steps; i++ {
+					err := mcpserver.ServerFromContext(ctx).SendNotificationToClient(ctx, string(mcp.MethodNotificationProgress),
+						map[string]any{"progressToken": token, "progress": i, "total": steps, "message": fmt.Sprintf("step %d", i)})
+					if err != nil {
+						return nil, err
+					}
+					// mcp-go's Streamable HTTP server (v1.2.1) may drop
+					// a notification sent as the answer is written: work
+					// after each step, as a real tool would, leaves it
+					// time to go out.
+					time.Sleep(time.Duration(req.GetInt("work_ms", 0)) * time.Millisecond)
+				}
+				return mcp.NewToolResultText(fmt.Sprintf("done, token %v", token)), nil
+			},
+		},
+		mcpserver.ServerTool{
+			Tool: mcp.NewTool("big", mcp.WithDescription("Answers a text of the requested size."),
+				mcp.WithNumber("bytes", mcp.Required())),
+			Handler: func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				// With a progress token, one notification first: over
+				// Streamable HTTP the answer is then an event stream.
+				if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
+					_ = mcpserver.ServerFromContext(ctx).SendNotificationToClient(ctx, string(mcp.MethodNotificationProgress),
+						map[string]any{"progressToken": req.Params.Meta.ProgressToken, "progress": 0})
+				}
+				return mcp.NewToolResultText(strings.Repeat("x", req.GetInt("bytes", 0))), nil
+			},
+		},
 	)
 	return s
 }
@@ -93,24 +139,37 @@ func NewMCPServer() *mcpserver.MCPServer {
 // test ends, with its tools/list extended by extra raw tools (to feed a
 // gateway names it must drop).
 func Start(t interface{ Cleanup(func()) }, extra ...json.RawMessage) *Server {
-	s := &Server{calls: map[string]int{}}
+	s := &Server{calls: map[string]int{}, mangle: map[string]func([]byte) []byte{}}
 	h := mcpserver.NewStreamableHTTPServer(NewMCPServer())
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var msg struct {
-			Method string `json:"method"`
-			Params struct {
-				Name string `json:"name"`
-			} `json:"params"`
+			Method string          `json:"method"`
+			ID     json.RawMessage `json:"id"`
+			Params json.RawMessage `json:"params"`
+		}
+		var params struct {
+			Name string `json:"name"`
 		}
 		body, _ := readAll(r)
 		_ = json.Unmarshal(body, &msg)
+		_ = json.Unmarshal(msg.Params, &params)
 		s.mu.Lock()
-		s.requests = append(s.requests, Request{Header: r.Header.Clone(), Method: msg.Method})
+		s.requests = append(s.requests, Request{Header: r.Header.Clone(), Method: msg.Method, ID: msg.ID, Params: msg.Params})
 		if msg.Method == "tools/call" {
-			s.calls[msg.Params.Name]++
+			s.calls[params.Name]++
 		}
+		mangle := s.mangle[msg.Method]
 		s.mu.Unlock()
 		r.Body = newBody(body)
+		if mangle != nil {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			maps.Copy(w.Header(), rec.Header())
+			w.Header().Del("Content-Length")
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write(mangle(rec.Body.Bytes()))
+			return
+		}
 		if msg.Method == "tools/list" && len(extra) > 0 {
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, r)
@@ -128,6 +187,15 @@ func Start(t interface{ Cleanup(func()) }, extra ...json.RawMessage) *Server {
 func (s *Server) Close() {
 	s.srv.CloseClientConnections()
 	s.srv.Close()
+}
+
+// Mangle makes every later answer to a request of method what f makes of
+// the answer the server wrote (nil: the answer as written): an upstream
+// that answers garbage.
+func (s *Server) Mangle(method string, f func(body []byte) []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mangle[method] = f
 }
 
 // Requests are the requests received so far.
@@ -175,5 +243,15 @@ func writeWithExtra(w http.ResponseWriter, rec *httptest.ResponseRecorder, extra
 }
 
 // ServeStdio serves NewMCPServer on standard input and output: a test
-// binary's TestMain calls it when it is started as a stdio upstream.
-func ServeStdio() error { return mcpserver.ServeStdio(NewMCPServer()) }
+// binary's TestMain calls it when it is started as a stdio upstream. Over
+// stdio it has one more tool, exit, which ends the process in the middle of
+// the call: a crash.
+func ServeStdio() error {
+	s := NewMCPServer()
+	s.AddTool(mcp.NewTool("exit", mcp.WithDescription("Ends the process mid-call.")),
+		func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			os.Exit(3)
+			return nil, nil
+		})
+	return mcpserver.ServeStdio(s)
+}
