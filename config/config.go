@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -40,6 +41,11 @@ type Config struct {
 	// image_generation, whoami); false makes toolgate a pure gateway.
 	BuiltinTools bool       `yaml:"builtin_tools"`
 	Upstreams    []Upstream `yaml:"upstreams"`
+	// LockFile is the reviewed digests of the upstreams' tools, written by
+	// `toolgate upstream lock` (docs/configuration.md, "Pinning upstream
+	// tools"). Load resolves a relative path against the configuration
+	// file's directory.
+	LockFile string `yaml:"lock_file"`
 }
 
 // Upstream is an MCP server whose tools toolgate serves behind its policy
@@ -70,6 +76,8 @@ type Upstream struct {
 	// notification): past it the call fails and nothing more is read.
 	MaxResultBytes int64        `yaml:"max_result_bytes"`
 	Auth           UpstreamAuth `yaml:"auth"`
+	// Pin serves only the tools whose definition matches the lock file.
+	Pin bool `yaml:"pin"`
 }
 
 // DefaultMaxResultBytes is upstreams[].max_result_bytes unless set: 16 MiB.
@@ -227,16 +235,26 @@ func Default() *Config {
 		Limits:       Limits{MaxBodyBytes: 1 << 20, MaxJSONDepth: 64, MaxSessionsPerPrincipal: 100, MaxAnonymousSessionsPerAddress: 100},
 		DecisionLog:  DecisionLog{Output: "stderr", Arguments: "full", Redact: []string{}, FlushInterval: 100 * time.Millisecond},
 		BuiltinTools: true,
+		LockFile:     "toolgate.lock",
 	}
 }
 
-// Load reads and validates the file at path.
+// Load reads and validates the file at path. A relative lock_file is
+// taken beside it: the lock is reviewed and committed with the
+// configuration, wherever toolgate is started from.
 func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return Parse(b)
+	c, err := Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	if !filepath.IsAbs(c.LockFile) {
+		c.LockFile = filepath.Join(filepath.Dir(path), c.LockFile)
+	}
+	return c, nil
 }
 
 // Parse decodes YAML over the defaults and validates the result. Every
@@ -544,6 +562,9 @@ func (c *Config) Validate() error {
 	names := map[string]bool{}
 	for i := range c.Upstreams {
 		errs = append(errs, c.Upstreams[i].validate(fmt.Sprintf("upstreams[%d]", i), names, prefixes)...)
+		if c.Upstreams[i].Pin && c.LockFile == "" {
+			bad("upstreams[%d].pin: true needs a lock_file", i)
+		}
 	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "\n"))

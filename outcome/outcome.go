@@ -107,6 +107,9 @@ const (
 	PolicyDenied      Code = "policy_denied"
 	ArgumentsInvalid  Code = "arguments_invalid"
 	EvaluationError   Code = "evaluation_error"
+	// ToolChanged is the gate's, not the policy's: a call of a tool that a
+	// pinned upstream withholds, its definition not the lock file's.
+	ToolChanged Code = "tool_changed"
 )
 
 const invalidTokenAnswer = "401, `WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"<code>\", resource_metadata=\"…\"`"
@@ -170,6 +173,8 @@ var Table = []Outcome{
 		Answer: "JSON-RPC error -32602 `tool '<name>' not found` (fail closed: a decision that could not be made shows no tool): arguments that are not a JSON object, the client's fault, logged at INFO"},
 	{Code: EvaluationError, Kind: Decision, Status: http.StatusOK, JSONRPCCode: jsonrpcInvalidParams, Level: slog.LevelError,
 		Answer: "JSON-RPC error -32602 `tool '<name>' not found` (fail closed: a decision that could not be made shows no tool), logged at ERROR; a list shows no tool"},
+	{Code: ToolChanged, Kind: Decision, Status: http.StatusOK, JSONRPCCode: jsonrpcInvalidParams, Level: slog.LevelDebug,
+		Answer: "JSON-RPC error -32602 `tool '<name>' not found`, as for a tool that does not exist: a tool of a `pin: true` upstream whose definition is not the lock file's is neither listed nor called (the policy is not asked; the change is logged once, at WARN)"},
 }
 
 var byCode = func() map[Code]Outcome {

@@ -81,3 +81,58 @@ func TestSetCatalogDropsArgumentFreeDecisions(t *testing.T) {
 		t.Errorf("add after it left the catalog: %+v, want hidden", d)
 	}
 }
+
+// pinPolicy shows unpinned tools to reviewers only, and lets a call through
+// only for the digest the reviewer was shown.
+const pinPolicy = `package mcp.authz
+
+visible_tools contains t.name if {
+	some t in input.tools
+	t.pinned
+}
+
+visible_tools contains t.name if {
+	some t in input.tools
+	not t.pinned
+	"reviewer" in input.principal.roles
+}
+
+default allow := false
+
+allow if input.tool.pinned
+allow if input.tool.digest == "sha256:reviewed"
+
+reason := "unpinned"
+`
+
+// An upstream tool's digest and pinned reach the policy, in input.tools
+// (visible_tools) and input.tool (allow); a built-in tool is pinned, and a
+// new catalog's pinned is in force at once.
+func TestCatalogDigestAndPinned(t *testing.T) {
+	t.Parallel()
+	dir := policyDir(t, map[string]string{"p.rego": pinPolicy})
+	e := mustNew(t, policy.Source{Dir: dir}, []policy.Tool{{Name: "add"},
+		{Name: "fs_read", Server: "fs", Digest: "sha256:a", Pinned: true},
+		{Name: "fs_write", Server: "fs", Digest: "sha256:reviewed"},
+		{Name: "fs_move", Server: "fs", Digest: "sha256:b"}},
+		policy.Options{Logger: quietLogger()})
+	p, reviewer := user(nil, nil), user(nil, nil)
+	reviewer.Roles = []string{"reviewer"}
+	if got, want := visibleNames(t, e, p), []string{"add", "fs_read"}; !slices.Equal(got, want) {
+		t.Errorf("visible = %v, want %v", got, want)
+	}
+	if got, want := visibleNames(t, e, reviewer), []string{"add", "fs_move", "fs_read", "fs_write"}; !slices.Equal(got, want) {
+		t.Errorf("visible to a reviewer = %v, want %v", got, want)
+	}
+	for tool, want := range map[string]bool{"add": true, "fs_read": true, "fs_write": true, "fs_move": false} {
+		if d := e.Decide(context.Background(), reviewer, tool, nil); d.Allowed != want {
+			t.Errorf("%s: %+v, want allowed %v", tool, d, want)
+		}
+	}
+	if err := e.SetCatalog([]policy.Tool{{Name: "add"}, {Name: "fs_move", Server: "fs", Digest: "sha256:b", Pinned: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Decide(context.Background(), reviewer, "fs_move", nil); !d.Allowed {
+		t.Errorf("fs_move once pinned: %+v, want allowed", d)
+	}
+}

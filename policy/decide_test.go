@@ -139,7 +139,8 @@ required_scopes := {"x:write"} if input.tool.name == "hidden"
 }
 
 // The policy sees a call as the contract describes: action tools/call, the
-// tool's name, catalog annotations and server, the arguments, and the whole catalog.
+// tool's name, catalog annotations, server, digest and pinned, the
+// arguments, and the whole catalog.
 func TestDecideCallInput(t *testing.T) {
 	t.Parallel()
 	dir := policyDir(t, map[string]string{
@@ -163,11 +164,11 @@ reason := json.marshal({
 		want string
 	}{
 		{"annotations come from the catalog", "a", map[string]any{"x": "y", "n": 2},
-			`{"action":"tools/call","arguments":{"n":2,"x":"y"},"tool":{"annotations":{"readOnlyHint":true},"name":"a","server":"builtin"},"tools":2}`},
+			`{"action":"tools/call","arguments":{"n":2,"x":"y"},"tool":{"annotations":{"readOnlyHint":true},"digest":"","name":"a","pinned":true,"server":"builtin"},"tools":2}`},
 		{"nil annotations and arguments are empty objects", "b", nil,
-			`{"action":"tools/call","arguments":{},"tool":{"annotations":{},"name":"b","server":"builtin"},"tools":2}`},
-		{"tool outside the catalog has empty annotations and server", "zzz", map[string]any{},
-			`{"action":"tools/call","arguments":{},"tool":{"annotations":{},"name":"zzz","server":""},"tools":2}`},
+			`{"action":"tools/call","arguments":{},"tool":{"annotations":{},"digest":"","name":"b","pinned":true,"server":"builtin"},"tools":2}`},
+		{"tool outside the catalog has empty annotations, server and digest, and is not pinned", "zzz", map[string]any{},
+			`{"action":"tools/call","arguments":{},"tool":{"annotations":{},"digest":"","name":"zzz","pinned":false,"server":""},"tools":2}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

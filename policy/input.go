@@ -43,6 +43,13 @@ type Tool struct {
 	// Server is "builtin" for toolgate's own tools, or the name of the
 	// upstream MCP server that serves the tool; "" is taken for "builtin".
 	Server string `json:"server"`
+	// Digest is an upstream tool's digest ("sha256:<hex>" of its
+	// definition, docs/configuration.md "Pinning upstream tools"), ""
+	// for a built-in tool.
+	Digest string `json:"digest"`
+	// Pinned is true when the lock file has Digest for this tool. A
+	// built-in tool is always pinned: it changes only with toolgate.
+	Pinned bool `json:"pinned"`
 }
 
 // Builtin is the Server of toolgate's own tools.
@@ -63,6 +70,8 @@ type catalogData struct {
 type toolInput struct {
 	annotations ast.Value
 	server      *ast.Term
+	digest      *ast.Term
+	pinned      *ast.Term
 }
 
 func newCatalogInput(catalog []Tool) (catalogInput, error) {
@@ -83,12 +92,15 @@ func (c catalogInput) set(catalog []Tool) error {
 		if server == "" {
 			server = Builtin
 		}
-		list = append(list, map[string]any{"name": t.Name, "description": t.Description, "annotations": ann, "server": server})
+		pinned := t.Pinned || server == Builtin
+		list = append(list, map[string]any{"name": t.Name, "description": t.Description, "annotations": ann, "server": server,
+			"digest": t.Digest, "pinned": pinned})
 		v, err := ast.InterfaceToValue(ann)
 		if err != nil {
 			return fmt.Errorf("tool %s: annotations: %w", t.Name, err)
 		}
-		d.byName[t.Name] = toolInput{annotations: sorted(v), server: ast.StringTerm(server)}
+		d.byName[t.Name] = toolInput{annotations: sorted(v), server: ast.StringTerm(server),
+			digest: ast.StringTerm(t.Digest), pinned: ast.BooleanTerm(pinned)}
 	}
 	var err error
 	if d.tools, err = ast.InterfaceToValue(list); err != nil {
@@ -158,12 +170,14 @@ func (c catalogInput) items(p *idp.Principal, action, tool string) ([][2]*ast.Te
 	if action == ActionCall {
 		t, ok := d.byName[tool]
 		if !ok {
-			t = toolInput{annotations: ast.NewObject(), server: ast.StringTerm("")}
+			t = toolInput{annotations: ast.NewObject(), server: ast.StringTerm(""), digest: ast.StringTerm(""), pinned: ast.BooleanTerm(false)}
 		}
 		items = append(items, ast.Item(ast.InternedTerm("tool"), ast.ObjectTerm(
 			ast.Item(ast.InternedTerm("name"), ast.StringTerm(tool)),
 			ast.Item(ast.InternedTerm("annotations"), ast.NewTerm(t.annotations)),
 			ast.Item(ast.InternedTerm("server"), t.server),
+			ast.Item(ast.InternedTerm("digest"), t.digest),
+			ast.Item(ast.InternedTerm("pinned"), t.pinned),
 		)))
 	}
 	return items, nil

@@ -33,6 +33,9 @@ type callDecision struct {
 // that no decision-log line stands for a call that mcp-go refused before it
 // was dispatched (not JSON-RPC 2.0, no id, not JSON content).
 func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args []byte) *callDecision {
+	if d := s.withheld(p, tool, args); d != nil {
+		return d
+	}
 	start := time.Now()
 	d := s.policy.DecideRaw(ctx, p, tool, args)
 	eval := time.Since(start)
@@ -95,7 +98,7 @@ func (s *Server) record(c *callDecision) {
 		reason = ""
 	}
 	s.decisions.write(entry{
-		ID: c.ID, Principal: c.principal, Action: policy.ActionCall, Tool: c.tool, Server: s.catalog.Load().server[c.tool], Arguments: c.args,
+		ID: c.ID, Principal: c.principal, Action: policy.ActionCall, Tool: c.tool, Server: s.catalog.Load().serverOf(c.tool), Arguments: c.args,
 		Result: c.result, Code: c.code, Reason: reason, RequiredScopes: c.logged.RequiredScopes,
 		Revision: c.Revision, At: c.at, Eval: c.eval, Err: c.logged.Err,
 	})

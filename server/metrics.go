@@ -63,6 +63,7 @@ type metrics struct {
 	upDuration      *prometheus.HistogramVec
 	upUp            *prometheus.GaugeVec
 	upProcesses     *prometheus.GaugeVec
+	upToolChanges   *prometheus.CounterVec
 
 	// The children of label values known at start, resolved once.
 	evalTime   map[string]prometheus.Observer // by action
@@ -158,13 +159,17 @@ func newMetrics(tools, issuers, upstreams []string) *metrics {
 			Name: "toolgate_upstream_processes",
 			Help: "Processes running for each stdio upstream (one per open session).",
 		}, []string{"upstream"}),
+		upToolChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_upstream_tool_changes_total",
+			Help: "Tools a pinned upstream withholds because their definition is not the lock file's, counted once per new definition.",
+		}, []string{"upstream"}),
 	}
 	m.tools.Store(new(map[string]bool))
 	m.registry.MustRegister(
 		m.decisions, m.evalDuration, m.validations, m.jwksRefreshes, m.jwksKeys,
 		m.reloads, m.revision, m.loadedAt, m.httpRequests, m.httpDuration,
 		m.toolCalls, m.toolDuration, m.sessionsActive, m.decisionLogFail, m.refused,
-		m.upRequests, m.upDuration, m.upUp, m.upProcesses,
+		m.upRequests, m.upDuration, m.upUp, m.upProcesses, m.upToolChanges,
 		&jwksAge{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -229,8 +234,10 @@ var (
 // value a request brings. A combination may be one the configuration never
 // produces (dry_run_deny outside dry-run): it then stays at zero. That is
 // at most, per tool, 10 decision, 3 tool-call series and a histogram (see
-// setTools); per issuer 14 series; per upstream 18 request series, 2 gauges
-// and a histogram; and 19 more, plus one histogram, for everything else.
+// setTools); per issuer 14 series; per upstream 18 request series, 2 gauges,
+// a counter of tool changes and a histogram; and 19 more, plus one
+// histogram, for everything else (one more with upstreams: a call of a
+// withheld tool, tool_changed, counts under tool="unknown").
 func (m *metrics) startAtZero(issuers, upstreams []string) {
 	for _, o := range listOutcomes {
 		m.decisions.WithLabelValues(policy.ActionList, labelAllTools, o.result, string(o.code))
@@ -244,6 +251,10 @@ func (m *metrics) startAtZero(issuers, upstreams []string) {
 		m.upDuration.WithLabelValues(up)
 		m.upUp.WithLabelValues(up)
 		m.upProcesses.WithLabelValues(up)
+		m.upToolChanges.WithLabelValues(up)
+	}
+	if len(upstreams) > 0 {
+		m.decisions.WithLabelValues(policy.ActionCall, labelUnknown, resultDeny, string(outcome.ToolChanged))
 	}
 	for _, is := range issuers {
 		for _, r := range issuerReasons {

@@ -57,6 +57,13 @@ type Upstreams interface {
 	Status() []upstream.Status
 }
 
+// Withholder is Upstreams that withhold tools (an *upstream.Pool is one):
+// a pinned upstream's tools that are not the lock's. Withheld maps each,
+// named as the client would see it, to its upstream.
+type Withholder interface {
+	Withheld() map[string]string
+}
+
 // A Task keeps a part current while the server serves: the issuers' key
 // refresh, the policy directory's watch, the bundle poll. Serve starts each
 // task, in order, before it answers, with a context that ends when serving
@@ -124,6 +131,14 @@ func (e *Events) UpstreamUp(name string, up bool) {
 func (e *Events) UpstreamProcesses(name string, n int) {
 	if s := e.srv.Load(); s != nil {
 		s.metrics.upstreamProcesses(name, n)
+	}
+}
+
+// UpstreamToolChanged counts a tool a pinned upstream withholds
+// (upstream.Options.OnToolChange).
+func (e *Events) UpstreamToolChanged(name string) {
+	if s := e.srv.Load(); s != nil {
+		s.metrics.upToolChanges.WithLabelValues(s.metrics.upstream(name)).Inc()
 	}
 }
 

@@ -225,6 +225,9 @@ func catalogTool(t mcp.Tool, server string) policy.Tool {
 type catalogView struct {
 	names  []string
 	server map[string]string
+	// withheld are the tools pinned upstreams withhold, and their server
+	// (Withholder): a call of one is decided tool_changed.
+	withheld map[string]string
 }
 
 func newCatalogView(catalog []policy.Tool) *catalogView {
@@ -260,6 +263,9 @@ func (s *Server) upstreamsChanged() {
 		}
 	}
 	view := newCatalogView(catalog)
+	if w, ok := s.upstreams.(Withholder); ok {
+		view.withheld = w.Withheld()
+	}
 	s.catalog.Store(view)
 	s.metrics.setTools(view.names)
 	s.mcp.SetTools(tools...)

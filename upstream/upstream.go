@@ -43,6 +43,7 @@ type Tool struct {
 	// Server is the upstream's name (the policy input's tools[_].server).
 	Server string
 	mcpserver.ServerTool
+	Pin
 }
 
 // Options tune a Pool.
@@ -77,6 +78,12 @@ type Options struct {
 	// OnProcesses is told the number of stdio processes of an upstream
 	// running (one per open session) whenever it changes.
 	OnProcesses func(upstream string, n int)
+
+	// LockFile is the lock file (pin.go): "" for none.
+	LockFile string
+	// OnToolChange is told of each tool a pinned upstream withholds, once
+	// per new definition.
+	OnToolChange func(upstream string)
 }
 
 // The MCP methods toolgate sends upstream, as OnRequest names them.
@@ -104,6 +111,7 @@ type Pool struct {
 	signer   *Signer         // when an upstream's auth is assertion
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	pins     *pins
 }
 
 // New builds the pool of cfgs (validated by config). It connects to
@@ -131,13 +139,25 @@ func New(cfgs []config.Upstream, o Options) (*Pool, error) {
 	if o.OnProcesses == nil {
 		o.OnProcesses = func(string, int) {}
 	}
-	p := &Pool{opts: o, reserved: map[string]bool{}}
+	if o.OnToolChange == nil {
+		o.OnToolChange = func(string) {}
+	}
+	ps, err := newPins(cfgs, o)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{opts: o, reserved: map[string]bool{}, pins: ps}
+	// Whatever changed, the tools withheld are logged first.
+	p.opts.OnChange = func() { p.checkPins(); o.OnChange() }
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for _, n := range o.Reserved {
 		p.reserved[n] = true
 	}
 	var errs []error
 	for i, c := range cfgs {
+		if c.MaxResultBytes <= 0 { // a configuration built by hand, not read
+			c.MaxResultBytes = config.DefaultMaxResultBytes
+		}
 		u := &Upstream{cfg: c, pool: p, log: o.Logger.With("upstream", c.Name), sessions: map[string]*session{},
 			refresh: make(chan struct{}, 1)}
 		if c.Prefix != nil {
@@ -200,6 +220,7 @@ func (p *Pool) Start(ctx context.Context) (func(), error) {
 	for _, u := range p.ups {
 		p.wg.Go(func() { u.keepCurrent(ctx) })
 	}
+	p.wg.Go(func() { p.watchLock(ctx) })
 	return func() { p.wg.Wait(); p.Close() }, nil
 }
 
@@ -214,11 +235,15 @@ func (p *Pool) Close() {
 // Tools are the tools of the upstreams that are up, in configuration order.
 // A name taken already (by a reserved name or an earlier upstream) is
 // dropped, with a log line at each refresh that finds it.
+// A pinned upstream's tool that is not the lock's is withheld (Withheld).
 func (p *Pool) Tools() []Tool {
 	taken := map[string]string{}
 	var out []Tool
 	for _, u := range p.ups {
 		for _, t := range u.tools() {
+			if !p.pins.admit(u, &t) {
+				continue // withheld: Withheld names it
+			}
 			if p.reserved[t.Tool.Name] {
 				u.log.Debug("upstream tool dropped: a built-in tool has its name", "tool", t.Tool.Name)
 				continue
@@ -453,8 +478,14 @@ func (u *Upstream) parse(raw []json.RawMessage) ([]Tool, []byte) {
 			u.log.Warn("upstream tool dropped: invalid x-mcp-header annotations", "tool", name, "error", err)
 			continue
 		}
+		def, digest, err := Definition(b)
+		if err != nil {
+			u.log.Warn("upstream tool dropped: malformed", "tool", name, "error", err)
+			continue
+		}
 		t.Name = u.prefix + name
-		out = append(out, Tool{Server: u.cfg.Name, ServerTool: mcpserver.ServerTool{Tool: t, Handler: u.forward(name)}})
+		out = append(out, Tool{Server: u.cfg.Name, ServerTool: mcpserver.ServerTool{Tool: t, Handler: u.forward(name)},
+			Pin: Pin{Digest: digest, Definition: def, name: name}})
 	}
 	all, _ := json.Marshal(raw)
 	return out, all

@@ -38,6 +38,8 @@ const usage = `usage:
   toolgate policy explain (--token TOKEN | --claims FILE) [--provider P] [--tool NAME] [--args JSON]
                           [--trace] [--config FILE] [--dir DIR]
   toolgate upstream list [--config FILE]
+  toolgate upstream lock --config FILE
+  toolgate upstream diff --config FILE
 `
 
 func main() {
@@ -63,6 +65,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = policyExplain(ctx, args[2:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "upstream" && args[1] == "list":
 		err = upstreamList(ctx, args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "upstream" && args[1] == "lock":
+		err = upstreamLock(ctx, args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "upstream" && args[1] == "diff":
+		err = upstreamDiff(ctx, args[2:], stdout, stderr)
 	case len(args) >= 1 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help"):
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -406,3 +406,41 @@ upstreams:
 		t.Errorf("exit %d, output:\n%s", code, out.String())
 	}
 }
+
+// `upstream lock` writes the lock file beside the configuration; `upstream
+// diff` is quiet and exits 0 while the upstream matches it, and shows the
+// change and exits 1 once a description changes; `upstream list` of a pinned
+// upstream without a lock file fails, naming the command that writes it.
+func TestUpstreamLockAndDiff(t *testing.T) {
+	up := upstreamtest.Start(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "toolgate.yaml")
+	cfg := fmt.Sprintf("anonymous: true\nupstreams:\n  - name: tests\n    url: %s\n    pin: true\n", up.URL)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errs bytes.Buffer
+	if code := run(context.Background(), []string{"upstream", "list", "--config", path}, &out, &errs); code != 1 || !strings.Contains(errs.String(), "toolgate upstream lock") {
+		t.Errorf("list without a lock file: exit %d, stderr %q", code, errs.String())
+	}
+	out.Reset()
+	errs.Reset()
+	if code := run(context.Background(), []string{"upstream", "lock", "--config", path}, &out, &errs); code != 0 {
+		t.Fatalf("lock: exit %d, stderr %q", code, errs.String())
+	}
+	lock := filepath.Join(dir, "toolgate.lock")
+	if _, err := os.Stat(lock); err != nil || !strings.Contains(out.String(), "6 tools of 1 upstreams locked") {
+		t.Fatalf("lock: %v; stdout %q", err, out.String())
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"upstream", "diff", "--config", path}, &out, &errs); code != 0 || out.Len() != 0 {
+		t.Errorf("diff with nothing changed: exit %d, stdout %q, stderr %q", code, out.String(), errs.String())
+	}
+	up.Describe("echo", "Echoes text, and more.")
+	if code := run(context.Background(), []string{"upstream", "diff", "--config", path}, &out, &errs); code != 1 ||
+		!strings.Contains(out.String(), "changed tests: echo\n--- a/tests/echo\n+++ b/tests/echo\n") ||
+		!strings.Contains(out.String(), "\n-  \"description\": \"Echoes text.\",\n+  \"description\": \"Echoes text, and more.\",\n") ||
+		!strings.Contains(errs.String(), "1 tools differ") {
+		t.Errorf("diff after a change: exit %d, stdout:\n%s\nstderr %q", code, out.String(), errs.String())
+	}
+}

@@ -126,9 +126,10 @@ func Upstreams(cfg *config.Config, ts []mcpserver.ServerTool, log *slog.Logger, 
 	for _, t := range ts {
 		reserved = append(reserved, t.Tool.Name)
 	}
-	o := upstream.Options{Logger: log, Reserved: reserved, Version: server.Version, Issuer: cfg.PublicURL}
+	o := upstream.Options{Logger: log, Reserved: reserved, Version: server.Version, Issuer: cfg.PublicURL, LockFile: cfg.LockFile}
 	if ev != nil {
 		o.OnChange, o.OnRequest, o.OnUp, o.OnProcesses = ev.UpstreamsChanged, ev.UpstreamRequest, ev.UpstreamUp, ev.UpstreamProcesses
+		o.OnToolChange = ev.UpstreamToolChanged
 	}
 	return upstream.New(cfg.Upstreams, o)
 }

@@ -36,6 +36,7 @@ type Request struct {
 type Server struct {
 	URL string // its MCP endpoint
 	srv *httptest.Server
+	mcp *mcpserver.MCPServer
 
 	mu       sync.Mutex
 	requests []Request
@@ -139,8 +140,8 @@ func NewMCPServer() *mcpserver.MCPServer {
 // test ends, with its tools/list extended by extra raw tools (to feed a
 // gateway names it must drop).
 func Start(t interface{ Cleanup(func()) }, extra ...json.RawMessage) *Server {
-	s := &Server{calls: map[string]int{}, mangle: map[string]func([]byte) []byte{}}
-	h := mcpserver.NewStreamableHTTPServer(NewMCPServer())
+	s := &Server{calls: map[string]int{}, mangle: map[string]func([]byte) []byte{}, mcp: NewMCPServer()}
+	h := mcpserver.NewStreamableHTTPServer(s.mcp)
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var msg struct {
 			Method string          `json:"method"`
@@ -196,6 +197,15 @@ func (s *Server) Mangle(method string, f func(body []byte) []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.mangle[method] = f
+}
+
+// Describe gives tool a new description from now on, as an upstream that
+// changes a tool after it was reviewed does ("tool poisoning").
+func (s *Server) Describe(tool, description string) {
+	t := s.mcp.GetTool(tool)
+	def := t.Tool
+	def.Description = description
+	s.mcp.AddTool(def, t.Handler)
 }
 
 // Requests are the requests received so far.
