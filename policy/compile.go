@@ -130,7 +130,7 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 			rego.StrictBuiltinErrors(true),
 		).PrepareForEval(context.Background())
 	}
-	c := &compiled{revision: revision(res), loaded: time.Now(), callQuery: callQuery}
+	c := &compiled{revision: revision(res), loaded: time.Now(), callQuery: callQuery, principal: readPrincipal(compiler.Modules)}
 	if c.list, err = prepare("data.toolgate.internal.visible"); err != nil {
 		return nil, err
 	}
@@ -168,7 +168,7 @@ func (e *Engine) newCaches(c *compiled) {
 	if !c.cacheable {
 		return
 	}
-	c.visible, _ = lru.New[string, map[string]bool](e.opts.CacheSize)
+	c.visible, _ = lru.New[[sha256.Size]byte, map[string]bool](e.opts.CacheSize)
 	c.calls, _ = lru.New[[sha256.Size]byte, Decision](e.opts.CacheSize)
 	if c.partial != nil {
 		c.argumentFree, _ = lru.New[[sha256.Size]byte, bool](e.opts.CacheSize)

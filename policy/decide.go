@@ -44,9 +44,10 @@ type Decision struct {
 // On an evaluation error nothing is visible.
 func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool, error) {
 	c := e.cur.Load()
-	fp := p.Fingerprint()
+	var key [sha256.Size]byte
 	if c.visible != nil {
-		if v, ok := c.visible.Get(fp); ok {
+		key = c.listKey(p)
+		if v, ok := c.visible.Get(key); ok {
 			return v, nil
 		}
 	}
@@ -72,7 +73,7 @@ func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool
 		out[n] = true
 	}
 	if c.visible != nil {
-		c.visible.Add(fp, out)
+		c.visible.Add(key, out)
 	}
 	return out, nil
 }
@@ -106,7 +107,7 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 	if c.calls == nil {
 		return e.evaluate(ctx, c, id, p, tool, args)
 	}
-	tk := toolKey(p, tool)
+	tk := c.toolKey(p, tool)
 	key := tk
 	if e.argumentFree(ctx, c, tk, p, tool) {
 		// The arguments still have to be an object, for every call.
@@ -231,12 +232,19 @@ func residualIsConstant(pq *rego.PartialQueries) bool {
 	return constant
 }
 
-// toolKey names a principal's calls of one tool: a SHA-256 of the
-// principal's fingerprint (fixed length) and the tool's name with its
-// length before it.
-func toolKey(p *idp.Principal, tool string) [sha256.Size]byte {
-	var buf [128]byte
-	b := append(buf[:0], p.Fingerprint()...)
+// listKey names a principal's visible set: a SHA-256 of what of the
+// principal the policy reads (principalKey).
+func (c *compiled) listKey(p *idp.Principal) [sha256.Size]byte {
+	var buf [256]byte // most principals: no allocation
+	return sha256.Sum256(c.principal.append(buf[:0], p))
+}
+
+// toolKey names a principal's calls of one tool: a SHA-256 of what of the
+// principal the policy reads (self-delimiting, principalKey.append) and
+// the tool's name with its length before it.
+func (c *compiled) toolKey(p *idp.Principal, tool string) [sha256.Size]byte {
+	var buf [256]byte
+	b := c.principal.append(buf[:0], p)
 	b = binary.AppendUvarint(b, uint64(len(tool)))
 	return sha256.Sum256(append(b, tool...))
 }

@@ -83,8 +83,11 @@ type compiled struct {
 	call     rego.PreparedEvalQuery
 	// callQuery is the wrapper document call answers (setOfStrings).
 	callQuery string
-	visible   *lru.Cache[string, map[string]bool]     // principal fingerprint -> visible set
-	calls     *lru.Cache[[sha256.Size]byte, Decision] // callKey or toolKey -> decision
+	// principal is what of the principal the policy reads, the principal's
+	// part of every key of the caches below.
+	principal principalKey
+	visible   *lru.Cache[[sha256.Size]byte, map[string]bool] // listKey -> visible set
+	calls     *lru.Cache[[sha256.Size]byte, Decision]        // callKey or toolKey -> decision
 	// partial is the call query with input.arguments unknown, and
 	// argumentFree its verdicts (toolKey -> whether the decision holds for
 	// every argument value); both nil when nothing is cached.

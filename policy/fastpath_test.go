@@ -98,6 +98,18 @@ func fastPathPrincipal(n uint64) *idp.Principal {
 	return p
 }
 
+// otherUser is p's grants in a new token of another user: another sub,
+// and claims of their own.
+func otherUser(p *idp.Principal) *idp.Principal {
+	if p.Provider == idp.ProviderAnonymous {
+		return p
+	}
+	other := *p
+	other.Sub = fastPathSubs[(slices.Index(fastPathSubs, p.Sub)+1)%len(fastPathSubs)]
+	other.Claims = map[string]any{"sub": other.Sub, "jti": "another token"}
+	return &other
+}
+
 // fastPathPolicies are rego/ and every examples/*/.
 func fastPathPolicies(t testing.TB) []string {
 	t.Helper()
@@ -165,6 +177,12 @@ func TestFastPathAgreesWithFullEvaluation(t *testing.T) {
 						ep.agree(t, p, tool, fastPathArguments[i])
 					}
 				}
+				// The same grants in another user's new token: the caches
+				// key it like p where the policy reads neither.
+				other := otherUser(p)
+				for _, tool := range fastPathTools {
+					ep.agree(t, other, tool, fastPathArguments[r.IntN(len(fastPathArguments))])
+				}
 			}
 		})
 	}
@@ -183,5 +201,6 @@ func FuzzFastPathAgrees(f *testing.F) {
 		tool := fastPathTools[int(toolIndex)%len(fastPathTools)]
 		ep.agree(t, p, tool, args1)
 		ep.agree(t, p, tool, args2)
+		ep.agree(t, otherUser(p), tool, args2)
 	})
 }

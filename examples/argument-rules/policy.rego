@@ -80,11 +80,18 @@ limits := object.union(data.tiers[tier], object.get(organization, "limits", {}))
 
 is_call if input.action == "tools/call"
 
-tool_name := object.get(input, ["tool", "name"], "")
+# input.tool.name by its path, not object.get(input, ...): the caches key a
+# principal by the fields of input.principal a policy names, and the whole
+# input names every one.
+default tool_name := ""
+
+tool_name := input.tool.name
 
 tool_limits := limits[tool_name]
 
-call_arguments := object.get(input, "arguments", {})
+default call_arguments := {}
+
+call_arguments := input.arguments
 
 argument_violations contains sprintf("argument %q is required", [arg]) if {
 	some arg, c in tool_limits

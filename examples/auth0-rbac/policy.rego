@@ -96,7 +96,12 @@ withheld_tools := {name |
 
 is_call if input.action == "tools/call"
 
-tool_name := object.get(input, ["tool", "name"], "")
+# input.tool.name by its path, not object.get(input, ...): the caches key a
+# principal by the fields of input.principal a policy names, and the whole
+# input names every one.
+default tool_name := ""
+
+tool_name := input.tool.name
 
 # The permissions the called tool needs (same rules as visible_tools, for
 # one tool), and those the principal lacks: for the text of a denial.

@@ -274,7 +274,12 @@ scope_reason := sprintf("tool %q requires scope %s", [tool_name, concat(", ", so
 	count(missing_scopes) == 1
 } else := sprintf("tool %q requires scopes %s", [tool_name, concat(", ", sort(missing_scopes))])
 
-call_arguments := object.get(input, "arguments", {})
+# input.arguments by its path, like tool_name: the caches key a principal by
+# the fields of input.principal the policy names, and the whole input names
+# every one.
+default call_arguments := {}
+
+call_arguments := input.arguments
 
 argument_violations contains sprintf("argument %q is required", [arg]) if {
 	some arg, c in object.get(call_rule, "arguments", {})

@@ -100,7 +100,12 @@ catalog_names := {name | name := input.tools[_].name}
 
 is_call if input.action == "tools/call"
 
-tool_name := object.get(input, ["tool", "name"], "")
+# input.tool.name by its path, not object.get(input, ...): the caches key a
+# principal by the fields of input.principal a policy names, and the whole
+# input names every one.
+default tool_name := ""
+
+tool_name := input.tool.name
 
 call_rule := data.tools[tool_name] if is_call
 

@@ -75,4 +75,9 @@ granted_tools contains name if {
 
 is_call if input.action == "tools/call"
 
-tool_name := object.get(input, ["tool", "name"], "")
+# input.tool.name by its path, not object.get(input, ...): the caches key a
+# principal by the fields of input.principal a policy names, and the whole
+# input names every one.
+default tool_name := ""
+
+tool_name := input.tool.name
