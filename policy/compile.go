@@ -210,6 +210,7 @@ var contractTypes = map[string]string{
 	"allow":           "a boolean",
 	"reason":          "a string",
 	"required_scopes": "a set of strings",
+	"limits":          "a set of objects",
 }
 
 // checkContractTypes refuses a contract rule whose type the type checker
@@ -251,10 +252,27 @@ func mayBe(t types.Type, rule string) bool {
 		return types.Compare(t, types.B) == 0
 	case "reason":
 		return types.Compare(t, types.S) == 0
+	case "limits":
+		set, ok := t.(*types.Set)
+		return ok && mayBeObject(set.Of())
 	default: // a set of strings
 		set, ok := t.(*types.Set)
 		return ok && (types.Contains(set.Of(), types.S) || types.Compare(set.Of(), types.NewAny()) == 0)
 	}
+}
+
+// mayBeObject reports whether a value of type t can be an object.
+func mayBeObject(t types.Type) bool {
+	switch t := t.(type) {
+	case types.Any:
+		if len(t) == 0 {
+			return true
+		}
+		return slices.ContainsFunc(t, mayBeObject)
+	case *types.Object:
+		return true
+	}
+	return false
 }
 
 // blameRules turns the wrapper's type errors into errors at the operator's

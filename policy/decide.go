@@ -35,6 +35,7 @@ type Decision struct {
 	Allowed        bool     // visible and allow is true
 	Reason         string   // the policy's reason, or the gate's when it has none
 	RequiredScopes []string // scopes that would permit the call (step-up), sorted
+	Limits         []Limit  // of an allowed call: each must have room for it to run; sorted
 	Revision       string   // the policy revision that decided
 	Err            error    // an evaluation error (the call is then denied)
 }
@@ -119,6 +120,7 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 	if d, ok := c.calls.Get(key); ok {
 		d.ID = id
 		d.RequiredScopes = slices.Clone(d.RequiredScopes) // a value: callers may change theirs
+		d.Limits = slices.Clone(d.Limits)
 		return d
 	}
 	d := e.evaluate(ctx, c, id, p, tool, args)
@@ -127,6 +129,7 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 		// nothing of the next one.
 		cached := d
 		cached.RequiredScopes = slices.Clone(d.RequiredScopes)
+		cached.Limits = slices.Clone(d.Limits)
 		c.calls.Add(key, cached)
 	}
 	return d
@@ -310,7 +313,10 @@ func (d *Decision) read(v any) error {
 		return err
 	}
 	d.RequiredScopes = scopes
-	return nil
+	if d.Visible && d.Allowed { // a denied call is not counted: its limits are not read
+		d.Limits, err = readLimits(m["limits"])
+	}
+	return err
 }
 
 // stringSet reads a set of strings from a Rego result (sets arrive as
