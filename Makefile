@@ -69,8 +69,10 @@ k8s-check: static-build
 		$(GO) vet . && $(GO) test -count=1 .
 
 # Performance: Go micro-benchmarks (token verification, decisions,
-# visible_tools for 50 and 1000 tools, startup, session memory), then the
-# end-to-end load comparison against a bare mcp-go server in one run.
+# visible_tools for 50 and 1000 tools, startup, session memory, and the cost
+# of a rate-limited call: BenchmarkLimitedCall's memory-ratio and, with
+# redis-server installed, redis-added-ms), then the end-to-end load
+# comparison against a bare mcp-go server in one run.
 .PHONY: bench
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./idp/ ./policy/ ./server/

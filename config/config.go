@@ -194,7 +194,22 @@ type Limits struct {
 	// token-less clients from one address (anonymous: true), so that one
 	// client cannot take every anonymous place (429 above).
 	MaxAnonymousSessionsPerAddress int `yaml:"max_anonymous_sessions_per_address"`
+	// Store counts the calls the policy's limits rule limits
+	// (docs/policy-contract.md, "limits"): memory (each replica counts on
+	// its own) or a redis:// or rediss:// (TLS) URL that replicas share.
+	Store string `yaml:"store"`
+	// StorePasswordEnv names the environment variable holding the Redis
+	// password: the file never holds it.
+	StorePasswordEnv string `yaml:"store_password_env"`
+	// StoreTimeout bounds one exchange with the store.
+	StoreTimeout time.Duration `yaml:"store_timeout"`
+	// OnStoreError is what a limited call gets while the store cannot be
+	// reached: deny (refused, the default) or allow (run uncounted).
+	OnStoreError string `yaml:"on_store_error"`
 }
+
+// The values of limits.on_store_error.
+var OnStoreErrors = []string{"deny", "allow"}
 
 // StringList accepts a YAML string or a list of strings.
 type StringList []string
@@ -232,7 +247,8 @@ func Default() *Config {
 		},
 		Policy: Policy{DecisionCacheSize: 10000, EvalTimeout: time.Second,
 			Bundle: Bundle{PollingInterval: 30 * time.Second, KeyID: "default", Algorithm: "RS256", StartupTimeout: 30 * time.Second}},
-		Limits:       Limits{MaxBodyBytes: 1 << 20, MaxJSONDepth: 64, MaxSessionsPerPrincipal: 100, MaxAnonymousSessionsPerAddress: 100},
+		Limits: Limits{MaxBodyBytes: 1 << 20, MaxJSONDepth: 64, MaxSessionsPerPrincipal: 100, MaxAnonymousSessionsPerAddress: 100,
+			Store: "memory", StoreTimeout: 250 * time.Millisecond, OnStoreError: "deny"},
 		DecisionLog:  DecisionLog{Output: "stderr", Arguments: "full", Redact: []string{}, FlushInterval: 100 * time.Millisecond},
 		BuiltinTools: true,
 		LockFile:     "toolgate.lock",
@@ -541,6 +557,7 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxBodyBytes < 1024 || c.Limits.MaxBodyBytes > 64<<20 {
 		bad("limits.max_body_bytes: %d is outside 1024..67108864", c.Limits.MaxBodyBytes)
 	}
+	errs = append(errs, c.Limits.validateStore()...)
 	if !slices.Contains([]string{"full", "hash", "none"}, c.DecisionLog.Arguments) {
 		bad("decision_log.arguments: %q is not one of full, hash, none", c.DecisionLog.Arguments)
 	}
@@ -570,6 +587,46 @@ func (c *Config) Validate() error {
 		return errors.New(strings.Join(errs, "\n"))
 	}
 	return nil
+}
+
+// validateStore checks the rate-limit store's keys.
+func (l *Limits) validateStore() []string {
+	var errs []string
+	bad := func(format string, a ...any) { errs = append(errs, "limits."+fmt.Sprintf(format, a...)) }
+	if l.Store != "memory" {
+		u, err := url.Parse(l.Store)
+		switch {
+		case err != nil || (u.Scheme != "redis" && u.Scheme != "rediss"):
+			bad("store: %q is not memory nor a redis:// or rediss:// URL", l.Store)
+		case u.Hostname() == "":
+			bad("store: %q names no host", l.Store)
+		default:
+			if _, ok := u.User.Password(); ok {
+				bad("store: the URL carries a password; name an environment variable with limits.store_password_env")
+			}
+			if db := strings.TrimPrefix(u.Path, "/"); db != "" {
+				if n, err := strconv.Atoi(db); err != nil || n < 0 {
+					bad("store: %q is not a database number", u.Path)
+				}
+			}
+			if u.RawQuery != "" || u.Fragment != "" {
+				bad("store: the URL has a query or fragment; set the timeout with limits.store_timeout")
+			}
+		}
+	}
+	switch {
+	case l.StorePasswordEnv != "" && l.Store == "memory":
+		bad("store_password_env: only for a Redis store")
+	case strings.ContainsAny(l.StorePasswordEnv, "=\x00"):
+		bad("store_password_env: %q is not an environment variable name", l.StorePasswordEnv)
+	}
+	if !slices.Contains(OnStoreErrors, l.OnStoreError) {
+		bad("on_store_error: %q is not one of %s", l.OnStoreError, strings.Join(OnStoreErrors, ", "))
+	}
+	if l.StoreTimeout < 10*time.Millisecond || l.StoreTimeout > 10*time.Second {
+		bad("store_timeout: %s is outside 10ms..10s", l.StoreTimeout)
+	}
+	return errs
 }
 
 // validate fills an upstream's defaults and checks it; names and prefixes

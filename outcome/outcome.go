@@ -110,6 +110,12 @@ const (
 	// ToolChanged is the gate's, not the policy's: a call of a tool that a
 	// pinned upstream withholds, its definition not the lock file's.
 	ToolChanged Code = "tool_changed"
+	// RateLimited: allowed by the policy, but one of its limits had no
+	// room (docs/policy-contract.md, "limits").
+	RateLimited Code = "rate_limited"
+	// LimitsUnavailable: allowed by the policy, with limits that could not
+	// be counted (the store is unreachable, limits.on_store_error: deny).
+	LimitsUnavailable Code = "limits_unavailable"
 )
 
 const invalidTokenAnswer = "401, `WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"<code>\", resource_metadata=\"…\"`"
@@ -175,6 +181,10 @@ var Table = []Outcome{
 		Answer: "JSON-RPC error -32602 `tool '<name>' not found` (fail closed: a decision that could not be made shows no tool), logged at ERROR; a list shows no tool"},
 	{Code: ToolChanged, Kind: Decision, Status: http.StatusOK, JSONRPCCode: jsonrpcInvalidParams, Level: slog.LevelDebug,
 		Answer: "JSON-RPC error -32602 `tool '<name>' not found`, as for a tool that does not exist: a tool of a `pin: true` upstream whose definition is not the lock file's is neither listed nor called (the policy is not asked; the change is logged once, at WARN)"},
+	{Code: RateLimited, Kind: Decision, Status: http.StatusOK, ToolError: true, Level: slog.LevelInfo,
+		Answer: "a tool result with `isError: true`, text `Rate limit exceeded: <which>; retry after <n>s`, `_meta.decision_id` and `_meta.retry_after_seconds`; the call is not run; also counted in `toolgate_rate_limited_total{tool}`, logged with the limit's key"},
+	{Code: LimitsUnavailable, Kind: Decision, Status: http.StatusOK, ToolError: true, Level: slog.LevelError,
+		Answer: "a tool result with `isError: true`, text `Rate limits cannot be checked: the limit store is unreachable; the call was not run`, `_meta.decision_id` (fail closed, `limits.on_store_error: deny`); calls without limits run"},
 }
 
 var byCode = func() map[Code]Outcome {

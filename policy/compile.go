@@ -78,6 +78,9 @@ func fromBundle(b *bundle.Bundle) *loader.Result {
 	return res
 }
 
+// listQuery is the wrapper document a list answers (wrapper.rego).
+const listQuery = "data.toolgate.internal.visible"
+
 func (e *Engine) compile(src Source) (*compiled, error) {
 	res, err := load(src)
 	if err != nil {
@@ -130,8 +133,9 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 			rego.StrictBuiltinErrors(true),
 		).PrepareForEval(context.Background())
 	}
-	c := &compiled{revision: revision(res), loaded: time.Now(), callQuery: callQuery, principal: readPrincipal(compiler.Modules)}
-	if c.list, err = prepare("data.toolgate.internal.visible"); err != nil {
+	c := &compiled{revision: revision(res), loaded: time.Now(), callQuery: callQuery,
+		listPrincipal: readPrincipal(compiler, listQuery), callPrincipal: readPrincipal(compiler, callQuery)}
+	if c.list, err = prepare(listQuery); err != nil {
 		return nil, err
 	}
 	if c.call, err = prepare(callQuery); err != nil {
@@ -210,6 +214,7 @@ var contractTypes = map[string]string{
 	"allow":           "a boolean",
 	"reason":          "a string",
 	"required_scopes": "a set of strings",
+	"limits":          "a set of objects",
 }
 
 // checkContractTypes refuses a contract rule whose type the type checker
@@ -251,10 +256,27 @@ func mayBe(t types.Type, rule string) bool {
 		return types.Compare(t, types.B) == 0
 	case "reason":
 		return types.Compare(t, types.S) == 0
+	case "limits":
+		set, ok := t.(*types.Set)
+		return ok && mayBeObject(set.Of())
 	default: // a set of strings
 		set, ok := t.(*types.Set)
 		return ok && (types.Contains(set.Of(), types.S) || types.Compare(set.Of(), types.NewAny()) == 0)
 	}
+}
+
+// mayBeObject reports whether a value of type t can be an object.
+func mayBeObject(t types.Type) bool {
+	switch t := t.(type) {
+	case types.Any:
+		if len(t) == 0 {
+			return true
+		}
+		return slices.ContainsFunc(t, mayBeObject)
+	case *types.Object:
+		return true
+	}
+	return false
 }
 
 // blameRules turns the wrapper's type errors into errors at the operator's

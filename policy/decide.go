@@ -35,6 +35,7 @@ type Decision struct {
 	Allowed        bool     // visible and allow is true
 	Reason         string   // the policy's reason, or the gate's when it has none
 	RequiredScopes []string // scopes that would permit the call (step-up), sorted
+	Limits         []Limit  // of an allowed call: each must have room for it to run; sorted
 	Revision       string   // the policy revision that decided
 	Err            error    // an evaluation error (the call is then denied)
 }
@@ -120,6 +121,7 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 	if d, ok := c.calls.Get(key); ok {
 		d.ID = id
 		d.RequiredScopes = slices.Clone(d.RequiredScopes) // a value: callers may change theirs
+		d.Limits = slices.Clone(d.Limits)
 		return d
 	}
 	d := e.evaluate(ctx, c, id, p, tool, args)
@@ -128,6 +130,7 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 		// nothing of the next one.
 		cached := d
 		cached.RequiredScopes = slices.Clone(d.RequiredScopes)
+		cached.Limits = slices.Clone(d.Limits)
 		c.calls.Add(key, cached)
 	}
 	return d
@@ -233,18 +236,18 @@ func residualIsConstant(pq *rego.PartialQueries) bool {
 }
 
 // listKey names a principal's visible set: a SHA-256 of what of the
-// principal the policy reads (principalKey).
+// principal the list query reads (principalKey).
 func (c *compiled) listKey(p *idp.Principal) [sha256.Size]byte {
 	var buf [256]byte // most principals: no allocation
-	return sha256.Sum256(c.principal.append(buf[:0], p))
+	return sha256.Sum256(c.listPrincipal.append(buf[:0], p))
 }
 
 // toolKey names a principal's calls of one tool: a SHA-256 of what of the
-// principal the policy reads (self-delimiting, principalKey.append) and
-// the tool's name with its length before it.
+// principal the call query reads (self-delimiting, principalKey.append)
+// and the tool's name with its length before it.
 func (c *compiled) toolKey(p *idp.Principal, tool string) [sha256.Size]byte {
 	var buf [256]byte
-	b := c.principal.append(buf[:0], p)
+	b := c.callPrincipal.append(buf[:0], p)
 	b = binary.AppendUvarint(b, uint64(len(tool)))
 	return sha256.Sum256(append(b, tool...))
 }
@@ -318,7 +321,10 @@ func (d *Decision) read(v any) error {
 		return err
 	}
 	d.RequiredScopes = scopes
-	return nil
+	if d.Visible && d.Allowed { // a denied call is not counted: its limits are not read
+		d.Limits, err = readLimits(m["limits"])
+	}
+	return err
 }
 
 // stringSet reads a set of strings from a Rego result (sets arrive as

@@ -83,9 +83,11 @@ type compiled struct {
 	call     rego.PreparedEvalQuery
 	// callQuery is the wrapper document call answers (setOfStrings).
 	callQuery string
-	// principal is what of the principal the policy reads, the principal's
-	// part of every key of the caches below.
-	principal principalKey
+	// listPrincipal and callPrincipal are what of the principal the list
+	// and the call queries read: the principal's part of the keys of the
+	// caches below (visible, and calls with argumentFree).
+	listPrincipal principalKey
+	callPrincipal principalKey
 	visible   *lru.Cache[[sha256.Size]byte, map[string]bool] // listKey -> visible set
 	calls     *lru.Cache[[sha256.Size]byte, Decision]        // callKey or toolKey -> decision
 	// partial is the call query with input.arguments unknown, and

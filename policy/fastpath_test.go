@@ -110,14 +110,15 @@ func otherUser(p *idp.Principal) *idp.Principal {
 	return &other
 }
 
-// fastPathPolicies are rego/ and every examples/*/.
+// fastPathPolicies are rego/, every examples/*/, and testdata/limits,
+// whose limits read the arguments.
 func fastPathPolicies(t testing.TB) []string {
 	t.Helper()
 	files, err := filepath.Glob("../examples/*/policy.rego")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no examples: %v", err)
 	}
-	dirs := []string{defaultDir}
+	dirs := []string{defaultDir, "testdata/limits"}
 	for _, f := range files {
 		dirs = append(dirs, filepath.Dir(f))
 	}
@@ -154,7 +155,7 @@ func (ep enginePair) agree(t testing.TB, p *idp.Principal, tool, args string) {
 }
 
 func summary(d policy.Decision) string {
-	return fmt.Sprintf("visible=%v allowed=%v reason=%q scopes=%q err=%v", d.Visible, d.Allowed, d.Reason, d.RequiredScopes, d.Err != nil)
+	return fmt.Sprintf("visible=%v allowed=%v reason=%q scopes=%q limits=%v err=%v", d.Visible, d.Allowed, d.Reason, d.RequiredScopes, d.Limits, d.Err != nil)
 }
 
 func TestFastPathAgreesWithFullEvaluation(t *testing.T) {

@@ -12,10 +12,10 @@ import (
 	"github.com/toolgate/toolgate/idp"
 )
 
-// principalKey is what of the principal one compiled policy can read: the
-// paths under input.principal its modules name (input.principal.scopes,
-// input.principal.claims.email), or the whole principal when a module
-// reads the input in a way a path cannot name. The caches key the
+// principalKey is what of the principal one query of a compiled policy can
+// read: the paths under input.principal the rules it reaches name
+// (input.principal.scopes, input.principal.claims.email), or the whole
+// principal when one of them reads the input in a way a path cannot name. The caches key the
 // principal by these fields only, so that two tokens of one user, or two
 // users with the same grants, share their entries when the policy reads
 // only the grants (docs/performance.md, "What makes a call cheap").
@@ -28,11 +28,14 @@ type principalKey struct {
 	paths [][]string // sorted, none a prefix of another; each starts with a field of input.principal
 }
 
-// readPrincipal walks every rule of every compiled module (functions and
-// rules no decision reaches included: simple, and cannot miss a path) for
-// the references into the input, and returns the principal's paths they
-// name. It is conservative: anything that could read the principal by a
-// path not written in the policy makes the key the whole principal:
+// readPrincipal walks the rules the query can reach (OPA's dependency graph
+// of the compiled rules: every rule a reference could select, dynamic ones
+// included, each with its else chain) for the references into the input,
+// and returns the principal's paths they name. So the list (visible_tools)
+// is not keyed by what only a call's rules read, such as the sub of the
+// default policy's per-principal rate limits. It is conservative: anything
+// that could read the principal by a path not written in the policy makes
+// the key the whole principal:
 //
 //   - the input as a value (`x := input`, `object.get(input, ...)`,
 //     `walk(input, ...)`, `json.marshal(input)`, a function given `input`);
@@ -42,7 +45,7 @@ type principalKey struct {
 //
 // Below a field, a variable key keys by the field's value whole
 // (`input.principal.claims[k]` keys by every claim).
-func readPrincipal(modules map[string]*ast.Module) principalKey {
+func readPrincipal(compiler *ast.Compiler, query string) principalKey {
 	var paths [][]string
 	whole := false
 	var vis *ast.GenericVisitor
@@ -75,13 +78,35 @@ func readPrincipal(modules map[string]*ast.Module) principalKey {
 		}
 		return whole
 	})
-	for _, name := range slices.Sorted(maps.Keys(modules)) {
-		vis.Walk(modules[name])
+	for _, r := range reachable(compiler, ast.MustParseRef(query)) {
+		vis.Walk(r)
 	}
 	if whole {
 		return principalKey{whole: true}
 	}
 	return principalKey{paths: minimalPaths(paths)}
+}
+
+// reachable are the rules an evaluation of query can evaluate: those it
+// names and, transitively, those they depend on, with every else chain.
+func reachable(compiler *ast.Compiler, query ast.Ref) []*ast.Rule {
+	seen := map[*ast.Rule]bool{}
+	todo := compiler.GetRules(query)
+	for len(todo) > 0 {
+		r := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		if seen[r] {
+			continue
+		}
+		seen[r] = true
+		if r.Else != nil {
+			todo = append(todo, r.Else)
+		}
+		for dep := range compiler.Graph.Dependencies(r) {
+			todo = append(todo, dep.(*ast.Rule))
+		}
+	}
+	return slices.Collect(maps.Keys(seen))
 }
 
 // principalPath is the path under input.principal that ref reads: nil for

@@ -44,44 +44,64 @@ allow if alice with input.principal.provider as "auth0"`, "whole principal"},
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			e := engineOf(t, head+c.body+"\n")
-			if got := e.cur.Load().principal.String(); got != c.want {
+			if got := e.cur.Load().callPrincipal.String(); got != c.want {
 				t.Errorf("key = %q, want %q", got, c.want)
 			}
 		})
 	}
+	t.Run("only what the query reaches", func(t *testing.T) {
+		e := engineOf(t, "package mcp.authz\n\nvisible_tools := {\"add\"} if \"a\" in input.principal.scopes\n\nallow if input.principal.sub == \"alice\"\n")
+		if got, want := e.cur.Load().listPrincipal.String(), "scopes"; got != want {
+			t.Errorf("list key = %q, want %q", got, want)
+		}
+		// A call's decision says whether the tool is visible too.
+		if got, want := e.cur.Load().callPrincipal.String(), "scopes, sub"; got != want {
+			t.Errorf("call key = %q, want %q", got, want)
+		}
+	})
 	t.Run("default policy", func(t *testing.T) {
+		// The list reads the grants; a call also reads who the principal
+		// is, for the rate limits' keys.
 		e := engineOf(t, "")
-		if got, want := e.cur.Load().principal.String(), "permissions, provider, roles, scopes"; got != want {
-			t.Errorf("key = %q, want %q", got, want)
+		if got, want := e.cur.Load().listPrincipal.String(), "permissions, provider, roles, scopes"; got != want {
+			t.Errorf("list key = %q, want %q", got, want)
+		}
+		if got, want := e.cur.Load().callPrincipal.String(), "client_id, iss, org_id, permissions, provider, roles, scopes, sub"; got != want {
+			t.Errorf("call key = %q, want %q", got, want)
 		}
 	})
 }
 
-// Two tokens of principals who differ only in what the policy does not read
-// (a new sub, a new jti) share the cache entries of the first: one visible
-// set, one decision; a policy that reads sub keeps them apart.
+// Tokens of principals who differ only in what a query does not read share
+// its cache entries: under the default policy, alice's two tokens and bob
+// (the same grants) share one visible set, and alice's two tokens one
+// decision (a call reads sub, for the rate limits' keys); a policy that
+// reads sub everywhere keeps alice and bob apart in both.
 func TestCacheSharedAcrossUnreadFields(t *testing.T) {
 	t.Parallel()
 	alice := &idp.Principal{Sub: "alice", Iss: "https://issuer.example/", Provider: "auth0",
 		Permissions: []string{"image_generation"}, Scopes: []string{}, Roles: []string{},
 		Claims: map[string]any{"sub": "alice", "jti": "1"}}
+	alice2 := &idp.Principal{Sub: "alice", Iss: "https://issuer.example/", Provider: "auth0",
+		Permissions: []string{"image_generation"}, Scopes: []string{}, Roles: []string{},
+		Claims: map[string]any{"sub": "alice", "jti": "3"}}
 	bob := &idp.Principal{Sub: "bob", Iss: "https://issuer.example/", Provider: "auth0",
 		Permissions: []string{"image_generation"}, Scopes: []string{}, Roles: []string{},
 		Claims: map[string]any{"sub": "bob", "jti": "2"}}
 	for _, c := range []struct {
-		name, module string
-		want         int // entries of each cache after both principals
+		name, module           string
+		wantVisible, wantCalls int // entries of each cache after the three tokens
 	}{
-		{"the default policy reads no sub nor claims", "", 1},
+		{"the default policy", "", 1, 2},
 		{"a policy that reads sub", `package mcp.authz
 visible_tools contains t.name if { some t in input.tools; input.principal.sub != "" }
-allow if input.principal.sub != ""`, 2},
+allow if input.principal.sub != ""`, 2, 2},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			e := engineOf(t, c.module)
 			ctx := context.Background()
-			for _, p := range []*idp.Principal{alice, bob} {
+			for _, p := range []*idp.Principal{alice, alice2, bob} {
 				if _, err := e.Visible(ctx, p); err != nil {
 					t.Fatal(err)
 				}
@@ -90,11 +110,11 @@ allow if input.principal.sub != ""`, 2},
 				}
 			}
 			cur := e.cur.Load()
-			if got := cur.visible.Len(); got != c.want {
-				t.Errorf("visible sets cached: %d, want %d", got, c.want)
+			if got := cur.visible.Len(); got != c.wantVisible {
+				t.Errorf("visible sets cached: %d, want %d", got, c.wantVisible)
 			}
-			if got := cur.calls.Len(); got != c.want {
-				t.Errorf("decisions cached: %d, want %d", got, c.want)
+			if got := cur.calls.Len(); got != c.wantCalls {
+				t.Errorf("decisions cached: %d, want %d", got, c.wantCalls)
 			}
 		})
 	}

@@ -67,6 +67,28 @@ required_scopes := {"error": "required_scopes must be a set of strings"} if {
 	not is_string(x)
 }
 
+# limits is read for an allowed call only; the Go side checks each
+# object's fields (policy.Limit).
+default limits := set()
+
+limits := l if {
+	l := data.mcp.authz.limits
+	is_set(l)
+	every x in l {
+		is_object(x)
+	}
+}
+
+limits := {"error": "limits must be a set of objects"} if {
+	l := data.mcp.authz.limits
+	not is_set(l)
+}
+
+limits := {"error": "limits must be a set of objects"} if {
+	some x in data.mcp.authz.limits
+	not is_object(x)
+}
+
 default tool_visible := false
 
 tool_visible if {
@@ -81,4 +103,5 @@ call := {
 	"allow": allow,
 	"reason": reason,
 	"required_scopes": required_scopes,
+	"limits": limits,
 }

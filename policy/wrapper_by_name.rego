@@ -13,4 +13,5 @@ call_by_name := {
 	"allow": allow,
 	"reason": reason,
 	"required_scopes": required_scopes,
+	"limits": limits,
 }

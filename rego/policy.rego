@@ -40,6 +40,17 @@
 #       max_length               a string of at most this many characters.
 #       minimum, maximum         a number within these bounds (inclusive).
 #                                A value of the wrong type is a violation.
+#     limits                     [{"each": "principal", "rate": 10, "per": "1m"}, ..]:
+#                                rate limits on the calls the rule allows; every
+#                                one must have room for a call to run. each is
+#                                principal (iss + sub), organisation (org_id) or
+#                                client (client_id); a principal without an
+#                                org_id or client_id is counted on its own. rate
+#                                calls may come at once, then the budget refills
+#                                by one every per/rate (GCRA). A tool_rules
+#                                limit counts that tool's calls; a server_rules
+#                                limit counts the calls of every tool of that
+#                                upstream together.
 #   role_permissions.<role>      [..]: permissions granted by that role.
 #
 # "Readers see the read-only tools of fs, editors all of them":
@@ -62,7 +73,8 @@
 # violations; reason is the first that applies.
 package mcp.authz
 
-# Rules read by the gate: visible_tools, allow, reason, required_scopes.
+# Rules read by the gate: visible_tools, allow, reason, required_scopes,
+# limits.
 
 default allow := false
 
@@ -121,6 +133,37 @@ required_scopes := {s | some s in call_rule.call_scopes} if {
 	not misconfigured
 	count(missing_scopes) > 0
 }
+
+# The rate limits of an allowed call: those of the rule it is held to, keyed
+# by where the rule lives (the tool, or its whole upstream) and by whom they
+# count. Read by the gate for an allowed call only.
+limits contains {"key": json.marshal(array.concat(limit_scope, limit_subject(spec.each))), "rate": spec.rate, "per": spec.per, "name": sprintf("%s: %v calls per %s for each %s", [limit_scope_name, spec.rate, spec.per, spec.each])} if {
+	is_call
+	some spec in object.get(call_rule, "limits", [])
+}
+
+limit_scope := ["tool", tool_name] if has_tool_rule(tool_name)
+
+limit_scope := ["server", tool_server] if not has_tool_rule(tool_name)
+
+limit_scope_name := tool_name if has_tool_rule(tool_name)
+
+limit_scope_name := sprintf("upstream %s", [tool_server]) if not has_tool_rule(tool_name)
+
+limit_subject("principal") := principal_subject
+
+principal_subject := ["principal", input.principal.iss, input.principal.sub]
+
+# The principal's fields are read by their paths, not with object.get of
+# input.principal, so that the caches can key a principal by the fields
+# the policy reads (docs/performance.md).
+limit_subject("organisation") := ["organisation", input.principal.org_id] if input.principal.org_id != ""
+
+limit_subject("organisation") := principal_subject if input.principal.org_id == ""
+
+limit_subject("client") := ["client", input.principal.client_id] if input.principal.client_id != ""
+
+limit_subject("client") := principal_subject if input.principal.client_id == ""
 
 # Helpers.
 
@@ -356,7 +399,7 @@ rule_mistakes(rule) := {"the rule must be an object"} if {
 } else := union({
 	{sprintf("unknown key %q", [key]) |
 		some key, _ in rule
-		not key in {"any_of", "anonymous", "annotations", "call_scopes", "arguments"}
+		not key in {"any_of", "anonymous", "annotations", "call_scopes", "arguments", "limits"}
 	},
 	{"annotations must be an object" | not is_object(object.get(rule, "annotations", {}))},
 	{"anonymous must be a boolean" | not is_boolean(object.get(rule, "anonymous", false))},
@@ -392,7 +435,53 @@ rule_mistakes(rule) := {"the rule must be an object"} if {
 		is_object(c)
 		not is_boolean(object.get(c, "required", false))
 	},
+	limit_mistakes(rule),
 })
+
+limit_mistakes(rule) := {"limits must be an array"} if {
+	not is_array(object.get(rule, "limits", []))
+} else := union({
+	{sprintf("limits[%d] must be an object", [i]) |
+		some i, l in rule.limits
+		not is_object(l)
+	},
+	{sprintf("unknown key limits[%d].%s", [i, key]) |
+		some i, l in rule.limits
+		is_object(l)
+		some key, _ in l
+		not key in {"each", "rate", "per"}
+	},
+	{sprintf("limits[%d].each must be one of principal, organisation, client", [i]) |
+		some i, l in rule.limits
+		is_object(l)
+		not object.get(l, "each", null) in {"principal", "organisation", "client"}
+	},
+	{sprintf("limits[%d].rate must be an integer from 1 to 1000000000", [i]) |
+		some i, l in rule.limits
+		is_object(l)
+		not positive_integer(object.get(l, "rate", null))
+	},
+	{sprintf("limits[%d].per must be a duration such as \"1m\" or \"24h\"", [i]) |
+		some i, l in rule.limits
+		is_object(l)
+		not duration(object.get(l, "per", null))
+	},
+})
+
+positive_integer(x) if {
+	is_number(x)
+	x >= 1
+	x <= 1000000000
+	x == round(x)
+}
+
+# A Go duration (the gate parses it with time.ParseDuration), checked
+# before parse_duration_ns, which fails the evaluation on anything else.
+duration(x) if {
+	is_string(x)
+	regex.match(`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`, x)
+	time.parse_duration_ns(x) > 0
+}
 
 # object_member is rule[key] when that is an object, else {}.
 object_member(rule, key) := rule[key] if is_object(rule[key])

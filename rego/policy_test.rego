@@ -687,3 +687,68 @@ test_rule_errors_cover_server_rules_and_annotations if {
 		"server_rules.list": {`rule 1: unknown key "annotation"`, "rule 2: the rule must be an object"},
 	}
 }
+
+# Rate limits: a rule's limits, keyed by where the rule lives and by whom
+# they count.
+
+limited_rules := object.union(data.tool_rules, {"add": {"limits": [
+	{"each": "principal", "rate": 10, "per": "1m"},
+	{"each": "organisation", "rate": 500, "per": "24h"},
+	{"each": "client", "rate": 100, "per": "1h"},
+]}})
+
+test_tool_rule_limits_are_keyed_by_tool_and_subject if {
+	got := authz.limits with input as call_input(user, "add", {}) with data.tool_rules as limited_rules
+	got == {
+		{"key": `["tool","add","principal","https://issuer.example/","user-1"]`, "rate": 10, "per": "1m", "name": "add: 10 calls per 1m for each principal"},
+		{"key": `["tool","add","organisation","org-1"]`, "rate": 500, "per": "24h", "name": "add: 500 calls per 24h for each organisation"},
+		{"key": `["tool","add","client","client-1"]`, "rate": 100, "per": "1h", "name": "add: 100 calls per 1h for each client"},
+	}
+	authz.allow with input as call_input(user, "add", {}) with data.tool_rules as limited_rules
+}
+
+test_limits_without_org_or_client_count_the_principal if {
+	loner := object.union(user, {"org_id": "", "client_id": ""})
+	keys := {l.key | some l in authz.limits with input as call_input(loner, "add", {}) with data.tool_rules as limited_rules}
+	keys == {`["tool","add","principal","https://issuer.example/","user-1"]`}
+}
+
+test_server_rule_limits_count_the_whole_upstream if {
+	rules := {"fs": {"limits": [{"each": "organisation", "rate": 5, "per": "1h"}]}}
+	read := authz.limits with input as fs_call_input(user, "fs_read_text_file", {}) with data.server_rules as rules
+	write := authz.limits with input as fs_call_input(user, "fs_write_file", {}) with data.server_rules as rules
+	read == write
+	read == {{"key": `["server","fs","organisation","org-1"]`, "rate": 5, "per": "1h", "name": "upstream fs: 5 calls per 1h for each organisation"}}
+}
+
+test_no_limits_without_a_limits_key if {
+	count(authz.limits) == 0 with input as call_input(image_user, "image_generation", {"prompt": "a cat"})
+}
+
+test_limit_mistakes_are_rule_errors if {
+	rules := {
+		"a": {"limits": {"each": "principal"}},
+		"b": {"limits": [
+			"ten a minute",
+			{"each": "organization", "rate": 0, "per": "a minute"},
+			{"each": "client", "rate": 1.5, "per": "1m", "burst": 2},
+			{"rate": 10, "per": 60},
+		]},
+	}
+	got := authz.rule_errors with data.tool_rules as rules
+	got == {
+		"a": {"limits must be an array"},
+		"b": {
+			"limits[0] must be an object",
+			"limits[1].each must be one of principal, organisation, client",
+			"limits[1].rate must be an integer from 1 to 1000000000",
+			`limits[1].per must be a duration such as "1m" or "24h"`,
+			"limits[2].rate must be an integer from 1 to 1000000000",
+			"unknown key limits[2].burst",
+			"limits[3].each must be one of principal, organisation, client",
+			`limits[3].per must be a duration such as "1m" or "24h"`,
+		},
+	}
+	not authz.allow with input as call_input(user, "add", {}) with data.tool_rules as {"add": {"limits": [{"each": "principal", "rate": 10, "per": "1 minute"}]}}
+	authz.reason == `tool "add" is misconfigured` with input as call_input(user, "add", {}) with data.tool_rules as {"add": {"limits": [{"each": "principal", "rate": 10, "per": "1 minute"}]}}
+}

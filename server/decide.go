@@ -24,6 +24,12 @@ type callDecision struct {
 	at        time.Time
 	eval      time.Duration
 	recorded  bool
+	// The counting of its limits (admit): the limit that refused the call
+	// and when it has room, or the store's error.
+	admitted   bool
+	limit      *policy.Limit
+	retryAfter time.Duration
+	storeErr   error
 }
 
 // decide asks the policy about one call. In dry-run the decision is
@@ -76,7 +82,7 @@ func resultOf(c outcome.Code) string {
 	switch c {
 	case outcome.Allowed:
 		return resultAllow
-	case outcome.EvaluationError:
+	case outcome.EvaluationError, outcome.LimitsUnavailable:
 		return resultError
 	}
 	return resultDeny
@@ -88,20 +94,30 @@ func (s *Server) record(c *callDecision) {
 		return
 	}
 	c.recorded = true
-	if c.logged.Err != nil {
+	reason, err := c.logged.Reason, c.logged.Err
+	e := entry{
+		ID: c.ID, Principal: c.principal, Action: policy.ActionCall, Tool: c.tool, Server: s.catalog.Load().serverOf(c.tool), Arguments: c.args,
+		Result: c.result, Code: c.code, RequiredScopes: c.logged.RequiredScopes,
+		Revision: c.Revision, At: c.at, Eval: c.eval,
+	}
+	switch c.code {
+	case outcome.RateLimited: // the key is logged, never a metric label
+		reason, e.LimitKey, e.RetryAfter = "rate limit exceeded: "+c.limit.Which(), c.limit.Key, c.retryAfter
+		s.log.Log(context.Background(), outcome.Of(c.code).Level, "call rate limited",
+			"decision_id", c.ID, "tool", s.metrics.tool(c.tool), "limit_key", c.limit.Key, "retry_after", c.retryAfter)
+	case outcome.LimitsUnavailable:
+		reason, err = "the limit store is unreachable", c.storeErr
+	}
+	if err != nil {
 		s.log.Log(context.Background(), outcome.Of(c.code).Level, "call denied: "+string(c.code),
-			"decision_id", c.ID, "tool", s.metrics.tool(c.tool), "revision", c.Revision, "error", c.logged.Err)
+			"decision_id", c.ID, "tool", s.metrics.tool(c.tool), "revision", c.Revision, "error", err)
 	}
 	s.metrics.decisions.WithLabelValues(policy.ActionCall, s.metrics.tool(c.tool), c.result, string(c.code)).Inc()
-	reason := c.logged.Reason
 	if c.result == resultAllow {
 		reason = ""
 	}
-	s.decisions.write(entry{
-		ID: c.ID, Principal: c.principal, Action: policy.ActionCall, Tool: c.tool, Server: s.catalog.Load().serverOf(c.tool), Arguments: c.args,
-		Result: c.result, Code: c.code, Reason: reason, RequiredScopes: c.logged.RequiredScopes,
-		Revision: c.Revision, At: c.at, Eval: c.eval, Err: c.logged.Err,
-	})
+	e.Reason, e.Err = reason, err
+	s.decisions.write(e)
 }
 
 // visibleTools asks the policy which tools p may see, then logs and counts
@@ -156,16 +172,18 @@ func decisionMade(ctx context.Context, tool string) *callDecision {
 }
 
 // decisionFor returns the decision already made for a call of tool in this
-// request, or makes one (and records it: the call has reached the tool).
-func (s *Server) decisionFor(ctx context.Context, p *idp.Principal, tool string, args map[string]any) policy.Decision {
-	if d := decisionMade(ctx, tool); d != nil {
-		return d.Decision
+// request, or makes one; either way counted against its limits and
+// recorded (the call has reached the tool), once.
+func (s *Server) decisionFor(ctx context.Context, p *idp.Principal, tool string, args map[string]any) *callDecision {
+	c := decisionMade(ctx, tool)
+	if c == nil {
+		raw, err := json.Marshal(args)
+		if err != nil {
+			raw = []byte("not JSON") // refused by the policy engine: a denial
+		}
+		c = s.decide(ctx, p, tool, raw)
 	}
-	raw, err := json.Marshal(args)
-	if err != nil {
-		raw = []byte("not JSON") // refused by the policy engine: a denial
-	}
-	c := s.decide(ctx, p, tool, raw)
+	s.admit(ctx, c)
 	s.record(c)
-	return c.Decision
+	return c
 }

@@ -141,6 +141,8 @@ type entry struct {
 	Code           outcome.Code // the reason code, beside the policy's text
 	Reason         string
 	RequiredScopes []string
+	LimitKey       string        // rate_limited: the key of the limit without room
+	RetryAfter     time.Duration // rate_limited: when it has room
 	Revision       string
 	At             time.Time // when the decision was made
 	Eval           time.Duration
@@ -199,6 +201,12 @@ func (l *decisionLog) write(e entry) {
 	if len(e.RequiredScopes) > 0 {
 		b = append(b, `,"required_scopes":`...)
 		b = appendStrings(b, e.RequiredScopes)
+	}
+	if e.LimitKey != "" {
+		b = append(b, `,"limit_key":`...)
+		b = appendString(b, e.LimitKey)
+		b = append(b, `,"retry_after_ms":`...)
+		b = appendMillis(b, e.RetryAfter)
 	}
 	if e.Err != nil {
 		b = append(b, `,"error":`...)

@@ -13,10 +13,11 @@ import (
 
 // callAccepted is mcp-go's before-call-tool hook: the message is a
 // tools/call that mcp-go dispatches, so the decision made for it is
-// recorded, whatever the call's answer (a result, a denial, a tool that
-// does not exist or is hidden).
+// counted against its limits and recorded, whatever the call's answer (a
+// result, a denial, a tool that does not exist or is hidden).
 func (s *Server) callAccepted(ctx context.Context, _ any, req *mcp.CallToolRequest) {
 	if d := decisionMade(ctx, req.Params.Name); d != nil {
+		s.admit(ctx, d)
 		s.record(d)
 	}
 }
@@ -48,8 +49,10 @@ func (s *Server) filterTools(ctx context.Context, tools []mcp.Tool) []mcp.Tool {
 }
 
 // enforceCall wraps every tool handler: the call runs only when the policy
-// allows it; any other denial is a tool result with isError and the text
-// "Permission denied: <reason>" (docs/policy-contract.md, "How a decision reaches the client").
+// allows it and its limits have room; any other denial is a tool result
+// with isError and the text "Permission denied: <reason>", or "Rate limit
+// exceeded: ..." (docs/policy-contract.md, "How a decision reaches the
+// client").
 func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		p, ok := idp.PrincipalFrom(ctx)
@@ -59,9 +62,7 @@ func (s *Server) enforceCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandl
 		d := s.decisionFor(ctx, p, req.Params.Name, req.GetArguments())
 		if !d.Allowed {
 			s.metrics.toolCalls.WithLabelValues(s.metrics.tool(req.Params.Name), "denied").Inc()
-			res := mcp.NewToolResultError("Permission denied: " + d.Reason)
-			res.Meta = mcp.NewMetaFromMap(map[string]any{"decision_id": d.ID})
-			return res, nil
+			return refusedCall(d), nil
 		}
 		start := time.Now()
 		res, err := runTool(ctx, next, req)

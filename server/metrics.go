@@ -56,6 +56,8 @@ type metrics struct {
 	httpDuration    *prometheus.HistogramVec
 	toolCalls       *prometheus.CounterVec
 	toolDuration    *prometheus.HistogramVec
+	rateLimited     *prometheus.CounterVec
+	limitsStoreUp   prometheus.Gauge
 	sessionsActive  prometheus.Gauge
 	decisionLogFail prometheus.Counter
 	refused         *prometheus.CounterVec
@@ -134,6 +136,14 @@ func newMetrics(tools, issuers, upstreams []string) *metrics {
 			Help:    "Duration of allowed tool calls.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 		}, []string{"tool"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_rate_limited_total",
+			Help: "Calls allowed by the policy but refused because one of their limits had no room, by tool.",
+		}, []string{"tool"}),
+		limitsStoreUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "toolgate_limits_store_up",
+			Help: "Whether the rate-limit store (limits.store) answered its last request or ping (1) or not (0).",
+		}),
 		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "toolgate_sessions_active",
 			Help: "MCP sessions currently open.",
@@ -168,7 +178,7 @@ func newMetrics(tools, issuers, upstreams []string) *metrics {
 	m.registry.MustRegister(
 		m.decisions, m.evalDuration, m.validations, m.jwksRefreshes, m.jwksKeys,
 		m.reloads, m.revision, m.loadedAt, m.httpRequests, m.httpDuration,
-		m.toolCalls, m.toolDuration, m.sessionsActive, m.decisionLogFail, m.refused,
+		m.toolCalls, m.toolDuration, m.rateLimited, m.limitsStoreUp, m.sessionsActive, m.decisionLogFail, m.refused,
 		m.upRequests, m.upDuration, m.upUp, m.upProcesses, m.upToolChanges,
 		&jwksAge{m},
 		collectors.NewGoCollector(),
@@ -205,6 +215,7 @@ var (
 		{resultDeny, outcome.ArgumentsInvalid}, {resultError, outcome.EvaluationError},
 		{resultDryRunDeny, outcome.NotVisible}, {resultDryRunDeny, outcome.InsufficientScope}, {resultDryRunDeny, outcome.PolicyDenied},
 		{resultDryRunDeny, outcome.ArgumentsInvalid},
+		{resultDeny, outcome.RateLimited}, {resultError, outcome.LimitsUnavailable}, {resultDryRunDeny, outcome.RateLimited},
 	}
 	listOutcomes = []decisionOutcome{{resultAllow, outcome.Allowed}, {resultError, outcome.EvaluationError}, {resultDryRunDeny, outcome.NotVisible}}
 	// toolOutcomes are the outcomes of a call that reached its handler
@@ -306,6 +317,7 @@ func (m *metrics) setTools(tools []string) {
 			m.toolCalls.WithLabelValues(tool, outcome)
 		}
 		m.toolDuration.WithLabelValues(tool)
+		m.rateLimited.WithLabelValues(tool)
 	}
 	m.tools.Store(&now)
 	for tool := range old {
@@ -314,6 +326,7 @@ func (m *metrics) setTools(tools []string) {
 			m.decisions.DeletePartialMatch(gone)
 			m.toolCalls.DeletePartialMatch(gone)
 			m.toolDuration.DeletePartialMatch(gone)
+			m.rateLimited.DeletePartialMatch(gone)
 		}
 	}
 }

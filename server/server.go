@@ -27,6 +27,7 @@ import (
 
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/ratelimit"
 )
 
 // Version is reported to MCP clients in serverInfo.
@@ -63,6 +64,9 @@ type Options struct {
 	// DecisionLog receives the decision log instead of decision_log.output
 	// (tests).
 	DecisionLog io.Writer
+	// Limiter counts the calls the policy limits; nil: a memory store
+	// (limits.store: memory).
+	Limiter Limiter
 }
 
 // Server serves toolgate's HTTP surface.
@@ -88,6 +92,7 @@ type Server struct {
 	builtin     []mcpserver.ServerTool
 	upstreams   Upstreams
 	upstreamMu  sync.Mutex // serialises upstreamsChanged
+	limiter     Limiter
 }
 
 // SessionIdleTTL is how long an MCP session may stay idle before it is
@@ -120,6 +125,12 @@ func New(o Options) (*Server, error) {
 		tasks:       o.Tasks,
 		builtin:     o.Tools,
 		upstreams:   o.Upstreams,
+		limiter:     o.Limiter,
+	}
+	if s.limiter == nil {
+		if s.limiter, err = ratelimit.NewMemory(); err != nil {
+			return nil, err
+		}
 	}
 	builtin := newCatalogView(Catalog(o.Tools))
 	s.catalog.Store(builtin)
@@ -139,6 +150,10 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	s.metrics = newMetrics(builtin.names, issuers, upstreams)
+	s.storeUp(true) // until a call or a ping says otherwise
+	if s.limiter.Kind() != "memory" {
+		s.tasks = append(slices.Clip(s.tasks), s.pingStore)
+	}
 	s.sessions = newSessions(func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
 	s.inflight = newInflight()
 	if o.DecisionLog != nil {
@@ -411,6 +426,12 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 		body["issuers_without_keys"] = pending
 	}
 	body["issuers"] = issuers
+	// Named, never not-ready: a limit store that is down refuses the
+	// limited calls only (limits.on_store_error), and every replica shares
+	// it, so taking them all out of the load balancer would refuse every
+	// call instead.
+	body["limits_store"] = s.limiter.Kind()
+	body["limits_store_up"] = s.checkStore(context.Background())
 	if s.upstreams != nil {
 		// Named, never not-ready: an upstream that is down costs its own
 		// tools only.

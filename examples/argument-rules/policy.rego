@@ -37,7 +37,7 @@ package mcp.authz
 default allow := false
 
 # The catalog's names intersected with the tools of the principal's limits.
-visible_tools := {name | name := input.tools[_].name} & {name | some name, _ in limits}
+visible_tools := {name | name := input.tools[_].name} & {name | some name, _ in tier_limits}
 
 allow if {
 	is_call
@@ -76,7 +76,8 @@ organization := object.get(data.organizations, input.principal.org_id, {})
 tier := object.get(organization, "tier", data.default_tier) if authenticated
 
 # The principal's limits: its tier's, with its organisation's overrides.
-limits := object.union(data.tiers[tier], object.get(organization, "limits", {}))
+# (Not named limits: that rule is the contract's rate limits.)
+tier_limits := object.union(data.tiers[tier], object.get(organization, "limits", {}))
 
 is_call if input.action == "tools/call"
 
@@ -87,7 +88,7 @@ default tool_name := ""
 
 tool_name := input.tool.name
 
-tool_limits := limits[tool_name]
+tool_limits := tier_limits[tool_name]
 
 default call_arguments := {}
 

@@ -11,12 +11,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/ratelimit"
 	"github.com/toolgate/toolgate/rego"
 	"github.com/toolgate/toolgate/server"
 	"github.com/toolgate/toolgate/tools"
@@ -102,12 +104,41 @@ func Server(ctx context.Context, o server.Options, src Sources) (*server.Server,
 		o.Decider = e
 		o.Tasks = append(o.Tasks, task)
 	}
+	if o.Limiter == nil {
+		st, err := Limits(cfg)
+		if err != nil {
+			return nil, err
+		}
+		o.Limiter = st
+		o.Tasks = append(o.Tasks, func(ctx context.Context) (func(), error) {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				<-ctx.Done()
+				_ = st.Close()
+			}()
+			return func() { <-done }, nil
+		})
+	}
 	if upstreamTask != nil {
 		// After the policy's task: the first listing puts the upstream
 		// tools in the policy's catalog.
 		o.Tasks = append(o.Tasks, upstreamTask)
 	}
 	return server.New(o)
+}
+
+// Limits is the store that counts the policy's limits (limits.store):
+// memory, or Redis with the password from limits.store_password_env.
+func Limits(cfg *config.Config) (*ratelimit.Store, error) {
+	l := cfg.Limits
+	if l.Store == "memory" {
+		return ratelimit.NewMemory()
+	}
+	if l.StorePasswordEnv != "" && os.Getenv(l.StorePasswordEnv) == "" {
+		return nil, fmt.Errorf("limits.store_password_env: the environment variable %s is not set", l.StorePasswordEnv)
+	}
+	return ratelimit.NewRedis(ratelimit.RedisOptions{URL: l.Store, PasswordEnv: l.StorePasswordEnv, Timeout: l.StoreTimeout})
 }
 
 // Tools are the built-in tools, unless builtin_tools is false.
