@@ -88,8 +88,8 @@ type compiled struct {
 	// caches below (visible, and calls with argumentFree).
 	listPrincipal principalKey
 	callPrincipal principalKey
-	visible   *lru.Cache[[sha256.Size]byte, map[string]bool] // listKey -> visible set
-	calls     *lru.Cache[[sha256.Size]byte, Decision]        // callKey or toolKey -> decision
+	visible       *lru.Cache[[sha256.Size]byte, map[string]bool] // listKey -> visible set
+	calls         *lru.Cache[[sha256.Size]byte, Decision]        // callKey or toolKey -> decision
 	// partial is the call query with input.arguments unknown, and
 	// argumentFree its verdicts (toolKey -> whether the decision holds for
 	// every argument value); both nil when nothing is cached.
