@@ -63,6 +63,12 @@ type Options struct {
 	// DecisionLog receives the decision log instead of decision_log.output
 	// (tests).
 	DecisionLog io.Writer
+	// SessionKey is the fleet's session key (sessions.key_env): with it,
+	// a session opened on any replica that has it serves its principal
+	// here too. Nil: sessions serve on this replica only.
+	SessionKey []byte
+	// ReplicaID names this replica in the decision log.
+	ReplicaID string
 }
 
 // Server serves toolgate's HTTP surface.
@@ -139,13 +145,14 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	s.metrics = newMetrics(builtin.names, issuers, upstreams)
-	s.sessions = newSessions(func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
+	s.sessions = newSessions(o.SessionKey, func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
 	s.inflight = newInflight()
 	if o.DecisionLog != nil {
 		s.decisions = newDecisionLog(o.DecisionLog, cfg.DecisionLog, nil, o.Logger, s.metrics.decisionLogFailed)
 	} else if s.decisions, err = openDecisionLog(cfg.DecisionLog, o.Logger, s.metrics.decisionLogFailed); err != nil {
 		return nil, err
 	}
+	s.decisions.replica = o.ReplicaID
 	s.metrics.policyInForce(s.policy.Revision(), s.policy.LoadedAt())
 	// RFC 9728 §2 and §3.2.
 	s.metadata, err = json.Marshal(map[string]any{
@@ -170,7 +177,7 @@ func New(o Options) (*Server, error) {
 	s.mcp.AddTools(o.Tools...)
 	s.streamable = mcpserver.NewStreamableHTTPServer(s.mcp,
 		mcpserver.WithEndpointPath("/mcp"),
-		mcpserver.WithSessionIdManager(s.sessions),
+		mcpserver.WithSessionIdManagerResolver(s.sessions),
 		mcpserver.WithSessionIdleTTL(SessionIdleTTL),
 		mcpserver.WithStreamableHTTPLogger(o.Logger),
 		// The gate checks Host and Origin itself (checkOrigin), so that it
