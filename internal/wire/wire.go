@@ -127,7 +127,7 @@ func Server(ctx context.Context, o server.Options, src Sources) (*server.Server,
 const MinSessionKey = 32
 
 // SessionKey is the fleet's session key, read from the environment
-// variable sessions.key_env names (docs/configuration.md, "A fleet").
+// variable sessions.key_env names (docs/configuration.md, "A fleet of replicas").
 func SessionKey(env string, getenv func(string) string) ([]byte, error) {
 	v := getenv(env)
 	if len(v) < MinSessionKey {
