@@ -86,6 +86,14 @@ bench:
 e2e:
 	bash e2e/run.sh
 
+# A fleet: three replicas behind nginx without affinity, one bundle server,
+# Redis, on loopback (e2e/fleet/run.sh; apt-get installs redis-server and
+# nginx when missing). Sessions across replicas, a replica killed under
+# load, a bundle rollout.
+.PHONY: e2e-fleet
+e2e-fleet:
+	bash e2e/fleet/run.sh
+
 # Fuzzing: every Go fuzz target for FUZZTIME each (10s in CI); longer with
 # `make fuzz FUZZTIME=10m`. go test fuzzes one target per package per run.
 # A failing input lands in the package's testdata/fuzz/<FuzzName>/ and runs

@@ -45,7 +45,18 @@ type Config struct {
 	// `toolgate upstream lock` (docs/configuration.md, "Pinning upstream
 	// tools"). Load resolves a relative path against the configuration
 	// file's directory.
-	LockFile string `yaml:"lock_file"`
+	LockFile string   `yaml:"lock_file"`
+	Sessions Sessions `yaml:"sessions"`
+}
+
+// Sessions says how the MCP sessions of a fleet of replicas are shared
+// (docs/architecture.md, "A fleet").
+type Sessions struct {
+	// KeyEnv names the environment variable that holds the fleet's
+	// session key: every replica with it can verify the session ids the
+	// others mint. Empty: a session serves on the replica that opened it
+	// only.
+	KeyEnv string `yaml:"key_env"`
 }
 
 // Upstream is an MCP server whose tools toolgate serves behind its policy
@@ -574,6 +585,9 @@ func (c *Config) Validate() error {
 	}
 	if !c.BuiltinTools && len(c.Upstreams) == 0 {
 		bad("builtin_tools: false and no upstreams: toolgate would serve no tool")
+	}
+	if k := c.Sessions.KeyEnv; strings.ContainsAny(k, "=\x00") {
+		bad("sessions.key_env: %q is not an environment variable name", k)
 	}
 	prefixes := map[string]string{}
 	names := map[string]bool{}

@@ -170,6 +170,10 @@ tokens:
 			"line 6: a key that is not a name in policy",
 			`line 6: policy."di r": unknown key`,
 		}},
+		{"a session key's variable that is not a name", "listen: 127.0.0.1:1\nanonymous: true\nsessions: {key_env: A=B, kee_env: C}\n", []string{
+			"line 3: sessions.kee_env: unknown key",
+			`sessions.key_env: "A=B" is not an environment variable name`,
+		}},
 		{"no issuer", "listen: 127.0.0.1:1\n", []string{"issuers: at least one issuer"}},
 		{"public url required", "listen: 0.0.0.0:8080\nanonymous: true\n", []string{"public_url: required"}},
 	}

@@ -35,6 +35,7 @@ type decisionLog struct {
 	failed  func(lines int)
 	log     *slog.Logger // where its own failures are told
 	lastErr atomic.Pointer[error]
+	replica string // the replica's id, on every line ("" for none)
 
 	// Lines wait in buf at most flushEvery, so that a busy gate makes one
 	// write a batch instead of one a request; flushEvery 0 writes each line
@@ -158,6 +159,10 @@ func (l *decisionLog) write(e entry) {
 	b = e.At.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","level":"INFO","msg":"decision","decision_id":`...)
 	b = appendString(b, e.ID)
+	if l.replica != "" {
+		b = append(b, `,"replica":`...)
+		b = appendString(b, l.replica)
+	}
 	p := e.Principal
 	b = append(b, `,"principal":{"sub":`...)
 	b = appendString(b, p.Sub)

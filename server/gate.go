@@ -15,8 +15,9 @@ import (
 // serveMCP is the gate in front of mcp-go's Streamable HTTP transport. It
 // authenticates the request (RFC 6750 §2.1: the bearer token in the
 // Authorization header only); refuses a session id that is unknown or
-// another principal's (docs/http.md, "Sessions"); bounds the body (size and
-// JSON nesting) and the sessions of one principal; and decides a tools/call
+// another principal's, and adopts one of the fleet's (docs/http.md,
+// "Sessions"); bounds the body (size and JSON nesting) and the sessions
+// of one principal; and decides a tools/call
 // before MCP runs it, so that a step-up can be the HTTP 403 the MCP
 // authorization spec asks for ("Scope challenge handling"). mcp-go then gets
 // the body as read and a context that carries the principal, for the tools,
@@ -29,14 +30,20 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	owner, limit := s.owner(p, r)
-	session := r.Header.Get(mcpserver.HeaderKeySessionID)
-	if session != "" && !s.sessions.owns(session, owner) {
-		s.writeError(w, errSessionUnknown)
-		return
+	if session := r.Header.Get(mcpserver.HeaderKeySessionID); session != "" {
+		switch s.sessions.check(session, owner, limit) {
+		case sessionUnknown:
+			s.writeError(w, errSessionUnknown)
+			return
+		case sessionFull:
+			s.writeError(w, tooManySessions(limit))
+			return
+		}
 	}
 	slot := &toolDecision{}
+	ctx := context.WithValue(idp.WithPrincipal(r.Context(), p), decisionKey{}, slot)
 	req := &mcpserver.HTTPRequest{Method: r.Method, URL: r.URL, Header: r.Header,
-		Context: context.WithValue(idp.WithPrincipal(r.Context(), p), decisionKey{}, slot)}
+		Context: context.WithValue(ctx, ownerKey{}, owner)}
 	out := mcpWriter(w)
 	switch r.Method {
 	case http.MethodGet: // a stream, with or without a session id: it holds a place while open

@@ -67,6 +67,12 @@ type Options struct {
 	// Limiter counts the calls the policy limits; nil: a memory store
 	// (limits.store: memory).
 	Limiter Limiter
+	// SessionKey is the fleet's session key (sessions.key_env): with it,
+	// a session opened on any replica that has it serves its principal
+	// here too. Nil: sessions serve on this replica only.
+	SessionKey []byte
+	// ReplicaID names this replica in the decision log.
+	ReplicaID string
 }
 
 // Server serves toolgate's HTTP surface.
@@ -154,13 +160,14 @@ func New(o Options) (*Server, error) {
 	if s.limiter.Kind() != "memory" {
 		s.tasks = append(slices.Clip(s.tasks), s.pingStore)
 	}
-	s.sessions = newSessions(func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
+	s.sessions = newSessions(o.SessionKey, func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
 	s.inflight = newInflight()
 	if o.DecisionLog != nil {
 		s.decisions = newDecisionLog(o.DecisionLog, cfg.DecisionLog, nil, o.Logger, s.metrics.decisionLogFailed)
 	} else if s.decisions, err = openDecisionLog(cfg.DecisionLog, o.Logger, s.metrics.decisionLogFailed); err != nil {
 		return nil, err
 	}
+	s.decisions.replica = o.ReplicaID
 	s.metrics.policyInForce(s.policy.Revision(), s.policy.LoadedAt())
 	// RFC 9728 §2 and §3.2.
 	s.metadata, err = json.Marshal(map[string]any{
@@ -185,7 +192,7 @@ func New(o Options) (*Server, error) {
 	s.mcp.AddTools(o.Tools...)
 	s.streamable = mcpserver.NewStreamableHTTPServer(s.mcp,
 		mcpserver.WithEndpointPath("/mcp"),
-		mcpserver.WithSessionIdManager(s.sessions),
+		mcpserver.WithSessionIdManagerResolver(s.sessions),
 		mcpserver.WithSessionIdleTTL(SessionIdleTTL),
 		mcpserver.WithStreamableHTTPLogger(o.Logger),
 		// The gate checks Host and Origin itself (checkOrigin), so that it

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
@@ -65,6 +66,16 @@ func Server(ctx context.Context, o server.Options, src Sources) (*server.Server,
 	}
 	if o.Events == nil {
 		o.Events = new(server.Events)
+	}
+	if o.SessionKey == nil && cfg.Sessions.KeyEnv != "" {
+		key, err := SessionKey(cfg.Sessions.KeyEnv, os.Getenv)
+		if err != nil {
+			return nil, err
+		}
+		o.SessionKey = key
+	}
+	if o.ReplicaID == "" {
+		o.ReplicaID = ReplicaID(os.Getenv)
 	}
 	var upstreamTask server.Task
 	if o.Upstreams == nil && len(cfg.Upstreams) > 0 {
@@ -139,6 +150,35 @@ func Limits(cfg *config.Config) (*ratelimit.Store, error) {
 		return nil, fmt.Errorf("limits.store_password_env: the environment variable %s is not set", l.StorePasswordEnv)
 	}
 	return ratelimit.NewRedis(ratelimit.RedisOptions{URL: l.Store, PasswordEnv: l.StorePasswordEnv, Timeout: l.StoreTimeout})
+}
+
+// MinSessionKey is the shortest session key accepted: as long as the
+// HMAC-SHA256 output, RFC 2104 §3's recommended minimum.
+const MinSessionKey = 32
+
+// SessionKey is the fleet's session key, read from the environment
+// variable sessions.key_env names (docs/configuration.md, "A fleet of replicas").
+func SessionKey(env string, getenv func(string) string) ([]byte, error) {
+	v := getenv(env)
+	if len(v) < MinSessionKey {
+		return nil, fmt.Errorf("sessions.key_env: the environment variable %s holds %d bytes; at least %d are needed (e.g. `openssl rand -base64 32`)", env, len(v), MinSessionKey)
+	}
+	return []byte(v), nil
+}
+
+// ReplicaID is the id this replica logs with its decisions: the
+// environment variable TOOLGATE_REPLICA_ID, or else "<hostname>-<pid>",
+// which tells apart processes on one host and pods (whose hostname is the
+// pod's name) alike.
+func ReplicaID(getenv func(string) string) string {
+	if id := getenv("TOOLGATE_REPLICA_ID"); id != "" {
+		return id
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid())
 }
 
 // Tools are the built-in tools, unless builtin_tools is false.
