@@ -53,12 +53,21 @@ func (fs Findings) Errors() Findings {
 // fields, the contract rules' types) and adds toolgate's lints: a tool named
 // in data.tool_rules that the catalog lacks is an error; a catalog tool that
 // no rule makes visible is a warning.
-func Check(src Source, catalog []Tool) (Findings, error) {
+//
+// upstreams, when not nil, are the names of the configured upstream
+// servers: their tools are not in catalog (they are known only once
+// listed), so a tool_rules name the catalog lacks is then a warning, and a
+// data.server_rules key that names no configured upstream is an error (a
+// typo would leave that upstream's tools without their rule).
+func Check(src Source, catalog []Tool, upstreams []string) (Findings, error) {
 	res, err := load(src)
 	if err != nil {
 		return nil, err
 	}
-	_, findings := check(src, res, catalog, false)
+	_, findings := check(src, res, catalog, upstreams != nil)
+	if upstreams != nil {
+		findings = append(findings, lintServerRules(src, res.Documents, upstreams)...)
+	}
 	return findings, nil
 }
 
@@ -175,21 +184,43 @@ func lintToolRules(src Source, data map[string]any, catalog []Tool, dynamic bool
 	slices.Sort(names)
 	var out Findings
 	for _, n := range names {
-		severity := "error"
+		f := dataFinding(src, n, fmt.Sprintf("tool_rules names %q, which is not a tool of the catalog (%s)", n, strings.Join(catalogNames(catalog), ", ")))
 		if dynamic {
-			severity = "warning"
-		}
-		f := Finding{File: src.String() + " data", Line: 1, Severity: severity,
-			Message: fmt.Sprintf("tool_rules names %q, which is not a tool of the catalog (%s)", n, strings.Join(catalogNames(catalog), ", "))}
-		for _, name := range []string{"data.json", "data.yaml", "data.yml"} {
-			if b, path, err := readSourceFile(src, name); err == nil && strings.Contains(string(b), n) {
-				f.File, f.Line = path, lineOf(b, n)
-				break
-			}
+			f.Severity = "warning"
 		}
 		out = append(out, f)
 	}
 	return out
+}
+
+// lintServerRules finds the data.server_rules keys that name no upstream.
+func lintServerRules(src Source, data map[string]any, upstreams []string) Findings {
+	rules, _ := data["server_rules"].(map[string]any)
+	var out Findings
+	for _, n := range slices.Sorted(maps.Keys(rules)) {
+		if slices.Contains(upstreams, n) {
+			continue
+		}
+		configured := strings.Join(upstreams, ", ")
+		if configured == "" {
+			configured = "none"
+		}
+		out = append(out, dataFinding(src, n, fmt.Sprintf("server_rules names %q, which is not a configured upstream (%s)", n, configured)))
+	}
+	return out
+}
+
+// dataFinding is an error about name in the policy's data, at the first
+// line of its data file that holds it.
+func dataFinding(src Source, name, msg string) Finding {
+	f := Finding{File: src.String() + " data", Line: 1, Severity: "error", Message: msg}
+	for _, file := range []string{"data.json", "data.yaml", "data.yml"} {
+		if b, path, err := readSourceFile(src, file); err == nil && strings.Contains(string(b), name) {
+			f.File, f.Line = path, lineOf(b, name)
+			break
+		}
+	}
+	return f
 }
 
 // lintInvisible warns of catalog tools that no principal can see: it asks

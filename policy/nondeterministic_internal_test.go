@@ -82,7 +82,7 @@ reason := sprintf("%d", [pick(3)])
 	if err := os.WriteFile(filepath.Join(dir, "policy.rego"), []byte(module), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	findings, err := Check(Source{Dir: dir}, []Tool{{Name: "a"}})
+	findings, err := Check(Source{Dir: dir}, []Tool{{Name: "a"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ const usage = `usage:
   toolgate serve [--config FILE]
   toolgate token [--sub S] [--permissions p1,p2] [--scope "a b"] [--roles r1,r2] [--ttl 1h]
   toolgate policy test [-v] [--coverage] [DIR]
-  toolgate policy check [DIR]
+  toolgate policy check [--config FILE] [DIR]
   toolgate policy explain (--token TOKEN | --claims FILE) [--provider P] [--tool NAME] [--args JSON]
                           [--trace] [--config FILE] [--dir DIR]
   toolgate upstream list [--config FILE]

@@ -227,6 +227,35 @@ func TestPolicyCheck(t *testing.T) {
 	}
 }
 
+// With --config, data.server_rules must name the configured upstreams (a
+// typo would leave that upstream's tools without their rule), and a
+// tool_rules name the built-in catalog lacks is only a warning: it may be
+// an upstream's tool. The configuration's policy.dir is checked when no
+// directory is given. No upstream is contacted.
+func TestPolicyCheckWithConfig(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"policy.rego": defaultPolicyText(t),
+		"data.json":   "{\n  \"tool_rules\": {\"add\": {}, \"whoami\": {}, \"image_generation\": {}, \"fs_read\": {}},\n  \"server_rules\": {\n    \"fs\": {},\n    \"fss\": {}\n  }\n}\n",
+	})
+	cfg := filepath.Join(t.TempDir(), "toolgate.yaml")
+	if err := os.WriteFile(cfg, []byte("anonymous: true\npolicy:\n  dir: "+dir+"\nupstreams:\n  - name: fs\n    url: http://127.0.0.1:1/mcp\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errs bytes.Buffer
+	code := run(context.Background(), []string{"policy", "check", "--config", cfg}, &out, &errs)
+	if code != 1 || !strings.Contains(out.String(), `data.json:5: error: server_rules names "fss", which is not a configured upstream (fs)`) ||
+		strings.Contains(out.String(), `"fs",`) || !strings.Contains(out.String(), `warning: tool_rules names "fs_read"`) {
+		t.Errorf("exit %d, want 1; output:\n%s%s", code, out.String(), errs.String())
+	}
+	// Without --config nothing is known of upstreams: fs_read is an error,
+	// the server_rules keys are not linted.
+	out.Reset()
+	run(context.Background(), []string{"policy", "check", dir}, &out, &errs)
+	if !strings.Contains(out.String(), `error: tool_rules names "fs_read"`) || strings.Contains(out.String(), "server_rules names") {
+		t.Errorf("without --config:\n%s", out.String())
+	}
+}
+
 func TestPolicyExplain(t *testing.T) {
 	t.Setenv("TOOLGATE_DEV_KEY", filepath.Join(t.TempDir(), "dev.pem"))
 	claims := writeFiles(t, map[string]string{"c.json": `{"iss": "https://t.stytch.dev", "sub": "member-1", "scope": "images:write",

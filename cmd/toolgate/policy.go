@@ -38,11 +38,27 @@ func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func policyCheck(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("policy check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration file: its builtin_tools and upstreams make the catalog, and data.server_rules must name its upstreams")
 	if err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
 	dir := dirArg(fs)
-	findings, err := policy.Check(policy.Source{Dir: dir}, server.Catalog(tools.Builtin()))
+	catalog, upstreams := server.Catalog(tools.Builtin()), []string(nil)
+	if *configPath != "" {
+		cfg, err := config.Load(*configPath)
+		if err != nil {
+			return fmt.Errorf("%s:\n%w", *configPath, err)
+		}
+		if fs.NArg() == 0 && cfg.Policy.Dir != "" {
+			dir = cfg.Policy.Dir
+		}
+		catalog = server.Catalog(wire.Tools(cfg))
+		upstreams = []string{}
+		for _, u := range cfg.Upstreams {
+			upstreams = append(upstreams, u.Name)
+		}
+	}
+	findings, err := policy.Check(policy.Source{Dir: dir}, catalog, upstreams)
 	if err != nil {
 		return err
 	}
