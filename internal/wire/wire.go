@@ -161,7 +161,7 @@ func Limits(cfg *config.Config) (*ratelimit.Store, error) {
 const MinSessionKey = 32
 
 // SessionKey is the fleet's session key, read from the environment
-// variable sessions.key_env names (docs/configuration.md, "A fleet of replicas").
+// variable sessions.key_env names (docs/deployment.md, "A fleet of replicas").
 func SessionKey(env string, getenv func(string) string) ([]byte, error) {
 	v := getenv(env)
 	if len(v) < MinSessionKey {
