@@ -1,6 +1,6 @@
 // Package fleet is `make e2e-fleet`: three toolgate processes with one
 // configuration behind nginx (round robin, no affinity), their policy from
-// one bundle server, Redis beside them, all on loopback; then the fleet's
+// one bundle server, Redis their limits.store, all on loopback; then the fleet's
 // promises are checked from outside, through the load balancer
 // (docs/architecture.md, "A fleet"). It runs only when TOOLGATE_FLEET=1
 // (e2e/fleet/run.sh sets it), so that `go test ./...` passes over it.
