@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/toolgate/toolgate/policy"
 )
 
@@ -32,6 +34,7 @@ type Store struct {
 	serial *sync.Mutex // memory: the peeks and takes of one call are one step
 	ping   func(context.Context) error
 	close  func() error
+	client *redis.Client // redis only
 }
 
 // gcra is one library's GCRA on one store.
@@ -46,6 +49,10 @@ func (s *Store) Kind() string { return s.kind }
 
 // Ping reports whether the store can be reached.
 func (s *Store) Ping(ctx context.Context) error { return s.ping(ctx) }
+
+// Client is the store's Redis client, which the fleet's other shared state
+// (the ends of sessions, package sessionend) uses too; nil for memory.
+func (s *Store) Client() *redis.Client { return s.client }
 
 // Close releases the store's connections.
 func (s *Store) Close() error { return s.close() }

@@ -42,7 +42,7 @@ func NewRedis(o RedisOptions) (*Store, error) {
 	r := &redisGCRA{limiter: redis_rate.NewLimiter(client)}
 	return &Store{kind: "redis", g: r,
 		ping:  func(ctx context.Context) error { return client.Ping(ctx).Err() },
-		close: client.Close}, nil
+		close: client.Close, client: client}, nil
 }
 
 // redisGCRA is redis_rate's GCRA: one script per limit, atomic in Redis.

@@ -71,6 +71,9 @@ type Options struct {
 	// a session opened on any replica that has it serves its principal
 	// here too. Nil: sessions serve on this replica only.
 	SessionKey []byte
+	// SessionEnds, with a SessionKey, shares the ends of sessions with
+	// the fleet's other replicas (wire: on a Redis limits.store).
+	SessionEnds SessionEnds
 	// ReplicaID names this replica in the decision log.
 	ReplicaID string
 }
@@ -161,6 +164,10 @@ func New(o Options) (*Server, error) {
 		s.tasks = append(slices.Clip(s.tasks), s.pingStore)
 	}
 	s.sessions = newSessions(o.SessionKey, func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
+	if o.SessionEnds != nil && o.SessionKey != nil {
+		s.sessions.shared = &sharedEnds{o.SessionEnds, cfg.Limits.StoreTimeout, o.Logger}
+		s.tasks = append(slices.Clip(s.tasks), s.sessions.watchEnds)
+	}
 	s.inflight = newInflight()
 	if o.DecisionLog != nil {
 		s.decisions = newDecisionLog(o.DecisionLog, cfg.DecisionLog, nil, o.Logger, s.metrics.decisionLogFailed)

@@ -34,8 +34,9 @@ type sessions struct {
 	open     int
 	onChange func(active int)
 	key      []byte
-	fleet    bool   // key is the fleet's: adopt the ids it verifies
-	ended    *ended // ids deleted here, never adopted again (fleet only)
+	fleet    bool        // key is the fleet's: adopt the ids it verifies
+	ended    *ended      // ids deleted here or, told by shared, elsewhere: never adopted again (fleet only)
+	shared   *sharedEnds // the ends of the fleet's other replicas; nil: none
 }
 
 var (
@@ -130,6 +131,10 @@ func (s *sessions) check(id, owner string, limit int) sessionCheck {
 	if !s.fleet || !s.verifies(id, owner) || s.ended.has(id) {
 		return sessionUnknown
 	}
+	if s.endedElsewhere(id) {
+		s.ended.add(id)
+		return sessionUnknown
+	}
 	s.mu.Lock()
 	if s.count[owner] >= limit {
 		s.mu.Unlock()
@@ -140,6 +145,10 @@ func (s *sessions) check(id, owner string, limit int) sessionCheck {
 		return s.check(id, owner, limit)
 	}
 	s.unlockAfter(owner, 1)
+	if s.ended.has(id) { // ended elsewhere while it was read: forget has run, or runs after this
+		_, _ = s.Terminate(id)
+		return sessionUnknown
+	}
 	return sessionOwned
 }
 
@@ -236,11 +245,12 @@ func (r requestSessions) Generate() string { return r.mint(r.owner) }
 
 // Terminate ends a session on its owner's DELETE (the gate refuses anyone
 // else's, MCP basic/transports, "Session Management"): the id is never
-// adopted here again. Other replicas learn nothing of it (docs/architecture.md,
-// "A fleet").
+// adopted here again, nor, with shared ends, by any replica
+// (docs/deployment.md, "Ended sessions").
 func (r requestSessions) Terminate(id string) (isNotAllowed bool, err error) {
 	if r.fleet {
 		r.ended.add(id)
+		r.shareEnd(id)
 	}
 	return r.sessions.Terminate(id)
 }

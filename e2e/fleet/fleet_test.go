@@ -1,6 +1,6 @@
 // Package fleet is `make e2e-fleet`: three toolgate processes with one
 // configuration behind nginx (round robin, no affinity), their policy from
-// one bundle server, Redis beside them, all on loopback; then the fleet's
+// one bundle server, Redis their limits.store, all on loopback; then the fleet's
 // promises are checked from outside, through the load balancer
 // (docs/architecture.md, "A fleet"). It runs only when TOOLGATE_FLEET=1
 // (e2e/fleet/run.sh sets it), so that `go test ./...` passes over it.
@@ -44,6 +44,8 @@ type fleet struct {
 	bundles  *bundleServer
 	tenant   *idptest.Tenant
 	redis    string // host:port
+	redisCmd *exec.Cmd
+	redisEnd chan struct{} // closed when redisCmd has exited
 }
 
 type replica struct {
@@ -60,11 +62,11 @@ func TestFleet(t *testing.T) {
 	}
 	f := start(t)
 	t.Run("a session is usable on every replica, by its principal only", f.sessionAcrossReplicas)
-	t.Run("a replica killed under load: no answer to the wrong principal, later calls succeed", f.replicaKilled)
+	t.Run("a DELETE through the balancer ends the session on every replica", f.sessionEnded)
 	t.Run("a new bundle reaches every replica within one polling interval", f.bundleRollout)
-	t.Run("per-principal quotas are exact across the replicas", func(t *testing.T) {
-		t.Skip("TODO(h18-quota): 64 clients of 8 principals, a tool limited to 10 a minute, limits.store: redis://" + f.redisAddr())
-	})
+	t.Run("per-principal quotas are exact across the replicas", f.quotas)
+	t.Run("a replica killed under load: no answer to the wrong principal, later calls succeed, quotas stay exact", f.replicaKilled)
+	t.Run("Redis stopped: limited calls refused, others run; Redis back: limits resume", f.redisStopped)
 }
 
 // start builds toolgate and starts Redis, the bundle server, three
@@ -76,7 +78,7 @@ func start(t *testing.T) *fleet {
 		bin = filepath.Join(f.dir, "toolgate")
 		run(t, "go", "build", "-o", bin, "github.com/toolgate/toolgate/cmd/toolgate")
 	}
-	f.startRedis()
+	f.startRedis(freePort(t))
 	f.bundles = newBundleServer(t)
 	f.bundles.serve(opaBuild(t, f.dir, "", "fleet-1"))
 
@@ -101,10 +103,12 @@ policy:
     polling_interval: %s
 sessions:
   key_env: TOOLGATE_SESSION_KEY
+limits:
+  store: redis://%s/0
 decision_log:
   output: stdout
   flush_interval: 0s
-`, port, f.lb, f.tenant.Issuer(), f.bundles.URL, pollInterval))
+`, port, f.lb, f.tenant.Issuer(), f.bundles.URL, pollInterval, f.redis))
 		r.log = filepath.Join(f.dir, r.id+".decisions")
 		r.cmd = exec.Command(bin, "serve", "--config", cfg)
 		r.cmd.Env = []string{"TOOLGATE_SESSION_KEY=the fleet's session key, thirty-two bytes or more", "TOOLGATE_REPLICA_ID=" + r.id}
@@ -159,10 +163,10 @@ func (f *fleet) spawn(name string, cmd *exec.Cmd, out string) chan struct{} {
 	return done
 }
 
-func (f *fleet) startRedis() {
-	port := freePort(f.t)
-	f.spawn("redis", exec.Command("redis-server", "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no"),
-		filepath.Join(f.dir, "redis.log"))
+// startRedis starts an empty Redis on port (again, after stopRedis).
+func (f *fleet) startRedis(port string) {
+	f.redisCmd = exec.Command("redis-server", "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no")
+	f.redisEnd = f.spawn("redis", f.redisCmd, filepath.Join(f.dir, "redis-"+time.Now().Format("150405.000")+".log"))
 	f.redis = "127.0.0.1:" + port
 	waitFor(f.t, "redis", 10*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", f.redis, time.Second)
@@ -216,7 +220,12 @@ http {
 	f.spawn("nginx", exec.Command("nginx", "-p", dir, "-c", conf), filepath.Join(dir, "stdout.log"))
 }
 
-func (f *fleet) redisAddr() string { return f.redis }
+func (f *fleet) stopRedis() {
+	if err := f.redisCmd.Process.Kill(); err != nil {
+		f.t.Fatal(err)
+	}
+	<-f.redisEnd
+}
 
 // token is a token of the fleet's issuer for sub, for the fleet.
 func (f *fleet) token(sub string) string {
@@ -269,7 +278,12 @@ func (f *fleet) replicasThatDecided(sub string) map[string]int {
 
 // decidedBy counts the tool calls of the subjects that begin with sub in
 // r's decision log; each line must name r.
-func (f *fleet) decidedBy(r *replica, sub string) int {
+func (f *fleet) decidedBy(r *replica, sub string) int { return f.decided(r, sub, "", "") }
+
+// decided counts the calls of tool (any when "") of the subjects that
+// begin with sub whose result is result (any when "") in r's decision log;
+// each line must name r.
+func (f *fleet) decided(r *replica, sub, tool, result string) int {
 	b, err := os.ReadFile(r.log)
 	if err != nil {
 		f.t.Fatal(err)
@@ -279,11 +293,14 @@ func (f *fleet) decidedBy(r *replica, sub string) int {
 		var d struct {
 			Replica   string `json:"replica"`
 			Action    string `json:"action"`
+			Tool      string `json:"tool"`
+			Result    string `json:"result"`
 			Principal struct {
 				Sub string `json:"sub"`
 			} `json:"principal"`
 		}
-		if json.Unmarshal(line, &d) == nil && d.Action == "tools/call" && strings.HasPrefix(d.Principal.Sub, sub) {
+		if json.Unmarshal(line, &d) == nil && d.Action == "tools/call" && strings.HasPrefix(d.Principal.Sub, sub) &&
+			(tool == "" || d.Tool == tool) && (result == "" || d.Result == result) {
 			if d.Replica != r.id {
 				f.t.Errorf("%s logged a decision as replica %q", r.id, d.Replica)
 			}
@@ -293,21 +310,68 @@ func (f *fleet) decidedBy(r *replica, sub string) int {
 	return n
 }
 
+// sessionEnded opens a session through the load balancer, uses it on
+// every replica, ends it with a DELETE through the balancer, and then asks
+// each replica directly: every one answers 404 (MCP basic/transports,
+// "Session Management"), those that had adopted it once the end's message
+// has reached them.
+func (f *fleet) sessionEnded(t *testing.T) {
+	alice := f.token("auth0|fleet-ended")
+	resp, _ := post(t, f.lb, alice, "", initialize)
+	session := resp.Header.Get("Mcp-Session-Id")
+	for _, r := range f.replicas {
+		if resp, body := post(t, r.url, alice, session, whoami(0)); resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s before the DELETE: %d %s", r.id, resp.StatusCode, body)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodDelete, f.lb+"/mcp", nil)
+	req.Header.Set("Authorization", "Bearer "+alice)
+	req.Header.Set("Mcp-Session-Id", session)
+	req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("DELETE through nginx: %d", resp.StatusCode)
+	}
+	ended := time.Now()
+	for _, r := range f.replicas {
+		waitFor(t, r.id+" answers 404 to the ended session", 2*time.Second, func() bool {
+			resp, _, err := try(r.url, alice, session, whoami(1))
+			return err == nil && resp.StatusCode == http.StatusNotFound
+		})
+		t.Logf("%s: 404 %s after the DELETE", r.id, time.Since(ended).Round(time.Millisecond))
+	}
+	for i := range len(f.replicas) {
+		if resp, body := post(t, f.lb, alice, session, whoami(i)); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("the ended session through nginx, try %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+}
+
 // replicaKilled runs clients of 8 principals, each in its own session
 // through the load balancer, checking that whoami names the client's own
-// principal; one replica is killed (SIGKILL) in the middle. Only calls in
+// principal; every fourth call is add, limited to quota a minute per
+// principal. One replica is killed (SIGKILL) in the middle. Only calls in
 // flight during the kill may fail; every answer names its own principal;
-// every call made after the kill succeeds.
+// every call made after the kill is answered; and of each principal's
+// calls to add, exactly quota spent the budget: those that ran, and those
+// of them that died in flight with the replica.
 func (f *fleet) replicaKilled(t *testing.T) {
 	const principals, clients, calls = 8, 24, 40
 	var killing, killedAt atomic.Int64 // unix nanos: the kill sent, the replica gone
 	var wrong, failedInFlight, failedAfter, okAfter atomic.Int32
+	var mu sync.Mutex
+	addRan, addLimited, addFailed := map[string]int{}, map[string]int{}, map[string]int{}
 	var wg sync.WaitGroup
 	tokens := make([]string, principals)
 	for i := range tokens {
 		tokens[i] = f.token(fmt.Sprintf("auth0|fleet-load-%d", i))
 	}
 	progress := make(chan struct{}, clients*calls)
+	start := time.Now()
 	for c := range clients {
 		wg.Go(func() {
 			p := c % principals
@@ -320,8 +384,14 @@ func (f *fleet) replicaKilled(t *testing.T) {
 						session = resp.Header.Get("Mcp-Session-Id")
 					}
 				}
-				resp, body, err := try(f.lb, tok, session, whoami(i))
+				limitedCall := i%4 == 0
+				call := whoami(i)
+				if limitedCall {
+					call = add(i)
+				}
+				resp, body, err := try(f.lb, tok, session, call)
 				after := killedAt.Load() != 0 && startedAt > killedAt.Load()
+				kind := callKind(body)
 				switch {
 				case err != nil || resp.StatusCode != http.StatusOK || session == "":
 					switch {
@@ -332,7 +402,25 @@ func (f *fleet) replicaKilled(t *testing.T) {
 						t.Errorf("client %d call %d before the kill: %v %v %s", c, i, err, code(resp), body)
 					default:
 						failedInFlight.Add(1)
+						if limitedCall {
+							mu.Lock()
+							addFailed[sub]++
+							mu.Unlock()
+						}
 					}
+				case limitedCall && (kind == callRan || kind == callLimited):
+					mu.Lock()
+					if kind == callRan {
+						addRan[sub]++
+					} else {
+						addLimited[sub]++
+					}
+					mu.Unlock()
+					if after {
+						okAfter.Add(1)
+					}
+				case limitedCall:
+					t.Errorf("client %d call %d to add: %s", c, i, body)
 				case whoamiSub(body) != sub:
 					wrong.Add(1)
 					t.Errorf("client of %s got another principal's answer: %s", sub, body)
@@ -365,6 +453,18 @@ func (f *fleet) replicaKilled(t *testing.T) {
 	if okAfter.Load() == 0 {
 		t.Error("no call was made after the kill: the load ended too soon")
 	}
+	if took := time.Since(start); took >= quotaRefill {
+		t.Fatalf("the load took %s, longer than the budget takes to refill by one (%s): the count cannot be exact", took, quotaRefill)
+	}
+	const adds = clients / principals * calls / 4
+	for p := range principals {
+		sub := fmt.Sprintf("auth0|fleet-load-%d", p)
+		ran, limited, failed := addRan[sub], addLimited[sub], addFailed[sub]
+		if ran > quota || ran+failed < quota || ran+limited+failed != adds {
+			t.Errorf("%s's %d calls to add: %d ran, %d were limited, %d failed in flight; want %d spent", sub, adds, ran, limited, failed, quota)
+		}
+	}
+	t.Logf("calls to add per principal: ran %v, failed in flight %v", addRan, addFailed)
 	if n := f.decidedBy(victim, "auth0|fleet-load-"); n == 0 {
 		t.Error("the killed replica had decided none of the load's calls: the kill tested nothing")
 	}
@@ -378,7 +478,7 @@ func (f *fleet) bundleRollout(t *testing.T) {
 	for _, r := range f.replicas {
 		before[r.id] = revision(r.url)
 	}
-	f.bundles.serve(opaBuild(t, f.dir, `{"tool_rules": {"add": {}, "whoami": {}}}`, "fleet-2"))
+	f.bundles.serve(opaBuild(t, f.dir, limitedPolicy, "fleet-2"))
 	served := time.Now()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -405,6 +505,110 @@ func (f *fleet) bundleRollout(t *testing.T) {
 	}
 }
 
+// limitedPolicy is the default policy's data with add limited to
+// quota calls a minute per principal (docs/policy-contract.md, "limits").
+var limitedPolicy = fmt.Sprintf(`{"tool_rules": {"whoami": {},
+  "add": {"limits": [{"each": "principal", "rate": %d, "per": "1m"}]}}}`, quota)
+
+// quota is add's limit per principal and minute; its budget refills by
+// one every quotaRefill.
+const (
+	quota       = 10
+	quotaRefill = time.Minute / quota
+)
+
+// quotas runs 64 concurrent clients of 8 principals through the load
+// balancer, each in its own session, each calling add 3 times: of the 24
+// calls of a principal, spread over the replicas, exactly quota run and
+// the others get the rate-limit result.
+func (f *fleet) quotas(t *testing.T) {
+	const principals, clients, calls = 8, 64, 3
+	var mu sync.Mutex
+	ran, limited := map[string]int{}, map[string]int{}
+	var wg sync.WaitGroup
+	start := time.Now()
+	for c := range clients {
+		wg.Go(func() {
+			sub := fmt.Sprintf("auth0|fleet-quota-%d", c%principals)
+			tok := f.token(sub)
+			resp, _, err := try(f.lb, tok, "", initialize)
+			if err != nil {
+				t.Errorf("client %d: initialize: %v", c, err)
+				return
+			}
+			session := resp.Header.Get("Mcp-Session-Id")
+			for i := range calls {
+				resp, body, err := try(f.lb, tok, session, add(i))
+				kind := callKind(body)
+				mu.Lock()
+				switch {
+				case err == nil && resp.StatusCode == http.StatusOK && kind == callRan:
+					ran[sub]++
+				case err == nil && resp.StatusCode == http.StatusOK && kind == callLimited:
+					limited[sub]++
+				default:
+					t.Errorf("client %d call %d: %v %d %s", c, i, err, code(resp), body)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if took := time.Since(start); took >= quotaRefill {
+		t.Fatalf("the load took %s, longer than the budget takes to refill by one (%s): the count cannot be exact", took, quotaRefill)
+	}
+	for p := range principals {
+		sub := fmt.Sprintf("auth0|fleet-quota-%d", p)
+		if ran[sub] != quota || limited[sub] != clients/principals*calls-quota {
+			t.Errorf("%s: %d calls ran and %d were limited, want %d and %d", sub, ran[sub], limited[sub], quota, clients/principals*calls-quota)
+		}
+	}
+	allowedOn := map[string]int{}
+	for _, r := range f.replicas {
+		if n := f.decided(r, "auth0|fleet-quota-", "add", "allow"); n > 0 {
+			allowedOn[r.id] = n
+		}
+	}
+	t.Logf("%d clients of %d principals, %d calls each in %s: the calls that ran were allowed by %v",
+		clients, principals, calls, time.Since(start).Round(time.Millisecond), allowedOn)
+	if len(allowedOn) < 2 {
+		t.Errorf("the calls that ran were allowed by %v: the quota was not shared across replicas", allowedOn)
+	}
+}
+
+// redisStopped stops Redis: a limited call is refused with the clear
+// error and the others run; then starts it again, empty: the limit counts
+// again from a full budget.
+func (f *fleet) redisStopped(t *testing.T) {
+	tok := f.token("auth0|fleet-redis")
+	resp, _ := post(t, f.lb, tok, "", initialize)
+	session := resp.Header.Get("Mcp-Session-Id")
+	port := strings.TrimPrefix(f.redis, "127.0.0.1:")
+	f.stopRedis()
+	for i := range 2 * len(f.replicas) { // round robin: every replica, twice
+		if resp, body := post(t, f.lb, tok, session, add(i)); resp.StatusCode != http.StatusOK || callKind(body) != callUnavailable {
+			t.Errorf("a limited call with Redis stopped, try %d: %d %s", i, resp.StatusCode, body)
+		}
+		if resp, body := post(t, f.lb, tok, session, whoami(i)); resp.StatusCode != http.StatusOK || whoamiSub(body) != "auth0|fleet-redis" {
+			t.Errorf("a call without limits with Redis stopped, try %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	f.startRedis(port)
+	ran := 0
+	for i := range quota + 2 {
+		resp, body := post(t, f.lb, tok, session, add(i))
+		switch kind := callKind(body); {
+		case resp.StatusCode == http.StatusOK && kind == callRan:
+			ran++
+		case resp.StatusCode != http.StatusOK || kind != callLimited:
+			t.Errorf("a limited call with Redis back, try %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	if ran != quota {
+		t.Errorf("with Redis back, %d of %d calls ran, want %d", ran, quota+2, quota)
+	}
+}
+
 func revision(base string) string {
 	resp, err := http.Get(base + "/readyz")
 	if err != nil {
@@ -424,6 +628,56 @@ func whoami(id int) string {
 	return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"whoami","arguments":{}}}`, id+2)
 }
 
+func add(id int) string {
+	return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"add","arguments":{"a":%d,"b":1}}}`, id+2, id)
+}
+
+// What became of a tool call.
+const (
+	callRan         = "ran"
+	callLimited     = "limited"     // the rate-limit result (docs/http.md)
+	callUnavailable = "unavailable" // the limit store could not be reached
+)
+
+// callKind says what became of the tool call answered by body: "" when it
+// is none of the kinds above.
+func callKind(body string) string {
+	var rpc struct {
+		Result struct {
+			IsError bool `json:"isError"`
+			Content []struct {
+				Text string `json:"text"`
+			} `json:"content"`
+			Meta struct {
+				RetryAfter int `json:"retry_after_seconds"`
+			} `json:"_meta"`
+		} `json:"result"`
+	}
+	if json.Unmarshal([]byte(sseData(body)), &rpc) != nil || len(rpc.Result.Content) != 1 {
+		return ""
+	}
+	text := rpc.Result.Content[0].Text
+	switch {
+	case !rpc.Result.IsError:
+		return callRan
+	case strings.HasPrefix(text, "Rate limit exceeded: ") && rpc.Result.Meta.RetryAfter > 0:
+		return callLimited
+	case strings.HasPrefix(text, "Rate limits cannot be checked: the limit store is unreachable"):
+		return callUnavailable
+	}
+	return ""
+}
+
+// sseData is the data line of an SSE answer, or body itself.
+func sseData(body string) string {
+	for line := range strings.Lines(body) {
+		if data, ok := strings.CutPrefix(line, "data: "); ok {
+			return data
+		}
+	}
+	return body
+}
+
 // whoamiSub is the subject in whoami's answer, "" when the body is not
 // one.
 func whoamiSub(body string) string {
@@ -435,12 +689,7 @@ func whoamiSub(body string) string {
 			} `json:"content"`
 		} `json:"result"`
 	}
-	for line := range strings.Lines(body) { // an SSE answer: its data line
-		if data, ok := strings.CutPrefix(line, "data: "); ok {
-			body = data
-		}
-	}
-	if json.Unmarshal([]byte(body), &rpc) != nil || rpc.Result.IsError || len(rpc.Result.Content) != 1 {
+	if json.Unmarshal([]byte(sseData(body)), &rpc) != nil || rpc.Result.IsError || len(rpc.Result.Content) != 1 {
 		return ""
 	}
 	var p struct {

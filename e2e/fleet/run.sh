@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make e2e-fleet: three toolgate replicas behind nginx (round robin, no
-# affinity), their policy from one bundle server, Redis beside them, all on
-# loopback; then e2e/fleet/fleet_test.go checks the fleet from outside
+# affinity), their policy from one bundle server, Redis their limits.store,
+# all on loopback; then e2e/fleet/fleet_test.go checks the fleet from outside
 # (docs/architecture.md, "A fleet"). Installs redis-server and nginx with
 # apt-get when they are missing. The test starts and stops every process
 # (on failure too: each is stopped by the test's cleanup, and dies with it

@@ -22,6 +22,7 @@ import (
 	"github.com/toolgate/toolgate/ratelimit"
 	"github.com/toolgate/toolgate/rego"
 	"github.com/toolgate/toolgate/server"
+	"github.com/toolgate/toolgate/sessionend"
 	"github.com/toolgate/toolgate/tools"
 	"github.com/toolgate/toolgate/upstream"
 )
@@ -121,6 +122,9 @@ func Server(ctx context.Context, o server.Options, src Sources) (*server.Server,
 			return nil, err
 		}
 		o.Limiter = st
+		if o.SessionEnds == nil && o.SessionKey != nil && st.Client() != nil {
+			o.SessionEnds = sessionend.NewRedis(st.Client())
+		}
 		o.Tasks = append(o.Tasks, func(ctx context.Context) (func(), error) {
 			done := make(chan struct{})
 			go func() {
@@ -157,7 +161,7 @@ func Limits(cfg *config.Config) (*ratelimit.Store, error) {
 const MinSessionKey = 32
 
 // SessionKey is the fleet's session key, read from the environment
-// variable sessions.key_env names (docs/configuration.md, "A fleet of replicas").
+// variable sessions.key_env names (docs/deployment.md, "A fleet of replicas").
 func SessionKey(env string, getenv func(string) string) ([]byte, error) {
 	v := getenv(env)
 	if len(v) < MinSessionKey {

@@ -264,6 +264,7 @@ func (ms *manifests) checkToolgate(d *appsv1.Deployment, c corev1.Container, pol
 		bad("listen %q: a numeric port is needed for the container port", cfg.Listen)
 		return nil, problems
 	}
+	problems = append(problems, ms.checkFleet(d, c, cfg)...)
 	if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.ContainerPort == int32(listenPort) }) {
 		bad("no containerPort %d, the port of listen %q in ConfigMap %s", listenPort, cfg.Listen, cm.Name)
 	}
@@ -307,6 +308,50 @@ func (ms *manifests) checkToolgate(d *appsv1.Deployment, c corev1.Container, pol
 		bad("ConfigMap %s is not the embedded default policy (rego/); regenerate %s with `make k8s-check K8S_CHECK_FLAGS=-update`", pm.Name, policyMap)
 	}
 	return probes, problems
+}
+
+// checkFleet checks what makes the pods one service (docs/deployment.md,
+// "A fleet of replicas"): the variables the configuration names are in
+// the container's environment, secrets from a Secret's key; the replica id
+// is the pod's name; and a Deployment of more than one pod, or one an HPA
+// scales, shares its sessions (sessions.key_env) and counts its rate limits
+// once (a Redis limits.store).
+func (ms *manifests) checkFleet(d *appsv1.Deployment, c corev1.Container, cfg *config.Config) (problems []error) {
+	bad := func(format string, a ...any) {
+		problems = append(problems, fmt.Errorf("%s: Deployment %s, container %s: "+format, append([]any{ms.dir, d.Name, c.Name}, a...)...))
+	}
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	for _, v := range []struct{ key, name string }{
+		{"sessions.key_env", cfg.Sessions.KeyEnv},
+		{"limits.store_password_env", cfg.Limits.StorePasswordEnv},
+	} {
+		if v.name == "" {
+			continue
+		}
+		e, ok := env[v.name]
+		switch {
+		case !ok:
+			bad("%s names %s, which is not in the container's env", v.key, v.name)
+		case e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name == "" || e.ValueFrom.SecretKeyRef.Key == "":
+			bad("env %s: a Secret's name and key (valueFrom.secretKeyRef), not a value in the manifest", v.name)
+		}
+	}
+	if e, ok := env["TOOLGATE_REPLICA_ID"]; ok && (e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.name") {
+		bad("env TOOLGATE_REPLICA_ID must be the pod's name (valueFrom.fieldRef.fieldPath: metadata.name), or every pod logs the same replica")
+	}
+	scaled := slices.ContainsFunc(ms.hpas, func(h *autoscalingv2.HorizontalPodAutoscaler) bool { return h.Spec.ScaleTargetRef.Name == d.Name })
+	if d.Spec.Replicas != nil && *d.Spec.Replicas > 1 || scaled {
+		if cfg.Sessions.KeyEnv == "" {
+			bad("more than one pod and no sessions.key_env: a session would serve on the pod that opened it only")
+		}
+		if cfg.Limits.Store == "memory" {
+			bad("more than one pod and limits.store is memory: each pod would count the rate limits on its own")
+		}
+	}
+	return problems
 }
 
 // mounted is the ConfigMap the container sees at dir.

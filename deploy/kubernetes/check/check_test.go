@@ -45,6 +45,12 @@ func TestManifests(t *testing.T) {
 		{"run as root", "deployment.yaml", "runAsNonRoot: true", "runAsNonRoot: false", "runAsNonRoot"},
 		{"no memory limit", "deployment.yaml", "limits:\n              memory: 512Mi", "limits: {}", "memory limit"},
 		{"hpa target", "horizontalpodautoscaler.yaml", "name: toolgate\n  minReplicas", "name: toolgates\n  minReplicas", "scaleTargetRef Deployment toolgates"},
+		{"session key not in the environment", "deployment.yaml", "- name: TOOLGATE_SESSION_KEY", "- name: TOOLGATE_SESSION", "sessions.key_env names TOOLGATE_SESSION_KEY"},
+		{"store password not in the environment", "deployment.yaml", "- name: TOOLGATE_REDIS_PASSWORD", "- name: REDIS_PASSWORD", "limits.store_password_env names TOOLGATE_REDIS_PASSWORD"},
+		{"secret without a key", "deployment.yaml", "key: session-key", `key: ""`, "env TOOLGATE_SESSION_KEY: a Secret's name and key"},
+		{"replica id not the pod's name", "deployment.yaml", "fieldPath: metadata.name", "fieldPath: metadata.namespace", "TOOLGATE_REPLICA_ID must be the pod's name"},
+		{"a fleet counting on its own", "configmap-config.yaml", "store: redis://toolgate-redis:6379/0\n      store_password_env: TOOLGATE_REDIS_PASSWORD", "store: memory", "limits.store is memory"},
+		{"a fleet without a session key", "configmap-config.yaml", "sessions:\n      key_env: TOOLGATE_SESSION_KEY\n", "", "no sessions.key_env"},
 		{"pdb selector", "poddisruptionbudget.yaml", "      app.kubernetes.io/name: toolgate", "      app.kubernetes.io/name: redis", "PodDisruptionBudget toolgate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
