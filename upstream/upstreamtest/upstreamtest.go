@@ -31,6 +31,7 @@ type Request struct {
 type Server struct {
 	URL string // its MCP endpoint
 	srv *httptest.Server
+	mcp *mcpserver.MCPServer
 
 	mu       sync.Mutex
 	requests []Request
@@ -93,8 +94,8 @@ func NewMCPServer() *mcpserver.MCPServer {
 // test ends, with its tools/list extended by extra raw tools (to feed a
 // gateway names it must drop).
 func Start(t interface{ Cleanup(func()) }, extra ...json.RawMessage) *Server {
-	s := &Server{calls: map[string]int{}}
-	h := mcpserver.NewStreamableHTTPServer(NewMCPServer())
+	s := &Server{calls: map[string]int{}, mcp: NewMCPServer()}
+	h := mcpserver.NewStreamableHTTPServer(s.mcp)
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var msg struct {
 			Method string `json:"method"`
@@ -129,6 +130,19 @@ func (s *Server) Close() {
 	s.srv.CloseClientConnections()
 	s.srv.Close()
 }
+
+// AddTool adds a tool that answers its own name, and tells the connected
+// sessions with notifications/tools/list_changed (MCP server/tools, "List
+// Changed Notification"), as mcp-go does on every change of its tools.
+func (s *Server) AddTool(name string) {
+	s.mcp.AddTool(mcp.NewTool(name, mcp.WithDescription("Added while running.")),
+		func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return mcp.NewToolResultText(name), nil
+		})
+}
+
+// RemoveTool removes a tool and tells the connected sessions.
+func (s *Server) RemoveTool(name string) { s.mcp.DeleteTools(name) }
 
 // Requests are the requests received so far.
 func (s *Server) Requests() []Request {
