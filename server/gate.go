@@ -35,9 +35,13 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	slot := &toolDecision{}
-	req := &mcpserver.HTTPRequest{Method: r.Method, URL: r.URL, Header: r.Header,
-		Context: context.WithValue(idp.WithPrincipal(r.Context(), p), decisionKey{}, slot)}
+	ctx := context.WithValue(idp.WithPrincipal(r.Context(), p), decisionKey{}, slot)
 	out := mcpWriter(w)
+	if session != "" {
+		ctx = context.WithValue(ctx, sessionKey{}, session)
+		out = &listFilter{HTTPResponseWriter: out, told: &s.sessions.told, session: session}
+	}
+	req := &mcpserver.HTTPRequest{Method: r.Method, URL: r.URL, Header: r.Header, Context: ctx}
 	switch r.Method {
 	case http.MethodGet: // a stream, with or without a session id: it holds a place while open
 		release, ok := s.sessions.openStream(owner, limit)

@@ -22,6 +22,7 @@ type sessions struct {
 	count    map[string]int // owner -> open sessions and streams
 	open     int
 	onChange func(active int)
+	told     told // the tool list each session knows (notify.go)
 }
 
 var _ mcpserver.SessionIdManager = (*sessions)(nil)
@@ -104,6 +105,7 @@ func (s *sessions) Validate(id string) (isTerminated bool, err error) {
 func (s *sessions) Terminate(id string) (isNotAllowed bool, err error) {
 	s.mu.Lock()
 	owner, ok := s.owner.LoadAndDelete(id)
+	s.told.forget(id)
 	if !ok {
 		s.mu.Unlock()
 		return false, nil

@@ -53,7 +53,9 @@ type Options struct {
 	// upstream (one came up, went down, or listed other tools).
 	OnChange func()
 	// RefreshInterval is how often each upstream's tools are listed again;
-	// 0 is 30s. A failed call also asks for a refresh at once.
+	// 0 is 30s. A failed call, or the upstream's tools/list_changed, asks
+	// for a listing at once while the upstream is up; a down one is tried
+	// with backoff (RetryMin doubling up to RetryMax, at most this).
 	RefreshInterval time.Duration
 	// Reserved are names no upstream tool may take (the built-in tools').
 	Reserved []string
@@ -275,7 +277,7 @@ type Upstream struct {
 	prefix  string
 	headers map[string]string // auth, sent with every HTTP request
 	http    *http.Client      // pooled connections (Streamable HTTP)
-	refresh chan struct{}     // a call failed: list again now
+	refresh chan struct{}     // a call failed, or tools/list_changed: list again now
 	procs   atomic.Int64      // stdio processes running
 
 	mu       sync.Mutex

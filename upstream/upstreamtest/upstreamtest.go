@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -125,10 +126,22 @@ func Start(t interface{ Cleanup(func()) }, extra ...json.RawMessage) *Server {
 	return s
 }
 
-// Close stops the upstream: it is down from then on.
+// Close stops the upstream: it is down from then on, until Reopen.
 func (s *Server) Close() {
 	s.srv.CloseClientConnections()
 	s.srv.Close()
+}
+
+// Reopen serves again, on the same address, after Close: the upstream
+// came back (on new connections; its sessions are kept).
+func (s *Server) Reopen() error {
+	ln, err := net.Listen("tcp", s.srv.Listener.Addr().String())
+	if err != nil {
+		return err
+	}
+	s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: s.srv.Config.Handler}}
+	s.srv.Start()
+	return nil
 }
 
 // AddTool adds a tool that answers its own name, and tells the connected
