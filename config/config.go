@@ -720,7 +720,14 @@ func (u *Upstream) validate(at string, names map[string]bool, prefixes map[strin
 	if u.MaxResultBytes < 1024 || u.MaxResultBytes > 1<<30 {
 		bad("max_result_bytes: %d is outside 1024..1073741824 (1 KiB..1 GiB)", u.MaxResultBytes)
 	}
-	return append(errs, u.Auth.validate(at+".auth")...)
+	errs = append(errs, u.Auth.validate(at+".auth")...)
+	if len(u.Command) > 0 && slices.Contains(UpstreamAuthTypes, u.Auth.Type) && u.Auth.Type != "none" {
+		// toolgate speaks to a stdio process over its pipes: there is no
+		// request to carry a credential, and one silently not sent would
+		// leave the operator believing the upstream is authenticated.
+		bad("auth.type: %s is for a url upstream; a command (stdio) upstream takes none", u.Auth.Type)
+	}
+	return errs
 }
 
 // validate checks that an auth block has the fields of its type, and no

@@ -294,6 +294,9 @@ upstreams:
 		"upstreams[4].auth.client_secret_env: required by type client_credentials",
 		`upstreams[4].auth.token_url: "ftp://t" must be an https:// URL`,
 		"upstreams[5].auth.audience: required by type assertion",
+		// A stdio process gets no HTTP request to carry a credential.
+		"upstreams[4].auth.type: client_credentials is for a url upstream; a command (stdio) upstream takes none",
+		"upstreams[5].auth.type: assertion is for a url upstream; a command (stdio) upstream takes none",
 	}
 	lines := strings.Split(err.Error(), "\n")
 	if len(lines) != len(want) {

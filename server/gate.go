@@ -30,7 +30,8 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	owner, limit := s.owner(p, r)
-	if session := r.Header.Get(mcpserver.HeaderKeySessionID); session != "" {
+	session := r.Header.Get(mcpserver.HeaderKeySessionID)
+	if session != "" {
 		switch s.sessions.check(session, owner, limit) {
 		case sessionUnknown:
 			s.writeError(w, errSessionUnknown)
@@ -42,9 +43,13 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 	}
 	slot := &toolDecision{}
 	ctx := context.WithValue(idp.WithPrincipal(r.Context(), p), decisionKey{}, slot)
-	req := &mcpserver.HTTPRequest{Method: r.Method, URL: r.URL, Header: r.Header,
-		Context: context.WithValue(ctx, ownerKey{}, owner)}
+	ctx = context.WithValue(ctx, ownerKey{}, owner)
 	out := mcpWriter(w)
+	if session != "" {
+		ctx = context.WithValue(ctx, sessionKey{}, session)
+		out = &listFilter{HTTPResponseWriter: out, told: &s.sessions.told, session: session}
+	}
+	req := &mcpserver.HTTPRequest{Method: r.Method, URL: r.URL, Header: r.Header, Context: ctx}
 	switch r.Method {
 	case http.MethodGet: // a stream, with or without a session id: it holds a place while open
 		release, ok := s.sessions.openStream(owner, limit)

@@ -100,7 +100,7 @@ type Server struct {
 	tasks       []Task
 	builtin     []mcpserver.ServerTool
 	upstreams   Upstreams
-	upstreamMu  sync.Mutex // serialises upstreamsChanged
+	upstreamMu  sync.Mutex // serialises upstreamsChanged and policyChanged's notification
 	limiter     Limiter
 }
 
@@ -141,7 +141,7 @@ func New(o Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	builtin := newCatalogView(Catalog(o.Tools))
+	builtin := newCatalogView(Catalog(o.Tools), o.Tools)
 	s.catalog.Store(builtin)
 	for _, o := range cfg.AllowedOrigins {
 		if k := originKey(trimSlash(o)); k != "" { // "" is what every non-origin maps to
@@ -190,6 +190,7 @@ func New(o Options) (*Server, error) {
 
 	hooks := &mcpserver.Hooks{}
 	hooks.AddBeforeCallTool(s.callAccepted)
+	hooks.AddAfterListTools(s.listServed)
 	s.mcp = mcpserver.NewMCPServer("toolgate", Version,
 		mcpserver.WithHooks(hooks),
 		mcpserver.WithToolCapabilities(true),
@@ -249,18 +250,20 @@ func catalogTool(t mcp.Tool, server string) policy.Tool {
 }
 
 // catalogView is the catalog as the gate reads it: the names in order
-// (the decision log's visible_tools, dry-run's would_hide) and each tool's
-// server (the decision log's server, the metrics' tool labels).
+// (the decision log's visible_tools, dry-run's would_hide), each tool's
+// server (the decision log's server, the metrics' tool labels) and each
+// tool's digest (to tell whose list changed, notify.go).
 type catalogView struct {
 	names  []string
 	server map[string]string
 	// withheld are the tools pinned upstreams withhold, and their server
 	// (Withholder): a call of one is decided tool_changed.
 	withheld map[string]string
+	digest   map[string]uint64
 }
 
-func newCatalogView(catalog []policy.Tool) *catalogView {
-	v := &catalogView{names: make([]string, 0, len(catalog)), server: make(map[string]string, len(catalog))}
+func newCatalogView(catalog []policy.Tool, tools []mcpserver.ServerTool) *catalogView {
+	v := &catalogView{names: make([]string, 0, len(catalog)), server: make(map[string]string, len(catalog)), digest: toolDigests(tools)}
 	for _, t := range catalog {
 		v.names = append(v.names, t.Name)
 		v.server[t.Name] = t.Server
@@ -271,8 +274,8 @@ func newCatalogView(catalog []policy.Tool) *catalogView {
 // upstreamsChanged serves the upstreams' tools as they are now: the policy
 // gets the new catalog first, so that a tool is never served before the
 // policy knows its server; then the gate's own view and the metrics' tool
-// labels; then the tool list is replaced, which tells the sessions (MCP
-// server/tools, "List Changed Notification").
+// labels; then the tool list is replaced, which tells the sessions whose
+// list changed (MCP server/tools, "List Changed Notification"; notify.go).
 func (s *Server) upstreamsChanged() {
 	if s.upstreams == nil {
 		return
@@ -291,23 +294,32 @@ func (s *Server) upstreamsChanged() {
 			return
 		}
 	}
-	view := newCatalogView(catalog)
+	view := newCatalogView(catalog, tools)
 	if w, ok := s.upstreams.(Withholder); ok {
 		view.withheld = w.Withheld()
 	}
 	s.catalog.Store(view)
 	s.metrics.setTools(view.names)
+	s.retell(context.Background())
 	s.mcp.SetTools(tools...)
 }
 
 // Handler is the whole HTTP surface.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// policyChanged tells connected sessions that their tool list may have
-// changed (MCP server/tools, "List Changed Notification").
+// policyChanged tells the connected sessions whose tool list changed
+// (MCP server/tools, "List Changed Notification"; notify.go).
 func (s *Server) policyChanged(revision string) {
 	s.metrics.policyInForce(revision, time.Now())
-	s.mcp.SendNotificationToAllClients(mcp.MethodNotificationToolsListChanged, nil)
+	// Not in the reload, which holds the engine's lock: every known
+	// session's list is evaluated first. upstreamMu orders it with an
+	// upstream change's.
+	go func() {
+		s.upstreamMu.Lock()
+		defer s.upstreamMu.Unlock()
+		s.retell(context.Background())
+		s.mcp.SendNotificationToAllClients(mcp.MethodNotificationToolsListChanged, nil)
+	}()
 }
 
 // Policy is the policy in force.

@@ -37,6 +37,7 @@ type sessions struct {
 	fleet    bool        // key is the fleet's: adopt the ids it verifies
 	ended    *ended      // ids deleted here or, told by shared, elsewhere: never adopted again (fleet only)
 	shared   *sharedEnds // the ends of the fleet's other replicas; nil: none
+	told     told        // the tool list each session knows (notify.go)
 }
 
 var (
@@ -211,6 +212,7 @@ func (s *sessions) Validate(id string) (isTerminated bool, err error) {
 func (s *sessions) Terminate(id string) (isNotAllowed bool, err error) {
 	s.mu.Lock()
 	owner, ok := s.owner.LoadAndDelete(id)
+	s.told.forget(id)
 	if !ok {
 		s.mu.Unlock()
 		return false, nil

@@ -53,7 +53,9 @@ type Options struct {
 	// upstream (one came up, went down, or listed other tools).
 	OnChange func()
 	// RefreshInterval is how often each upstream's tools are listed again;
-	// 0 is 30s. A failed call also asks for a refresh at once.
+	// 0 is 30s. A failed call, or the upstream's tools/list_changed, asks
+	// for a listing at once while the upstream is up; a down one is tried
+	// with backoff (RetryMin doubling up to RetryMax, at most this).
 	RefreshInterval time.Duration
 	// Reserved are names no upstream tool may take (the built-in tools').
 	Reserved []string
@@ -299,7 +301,7 @@ type Upstream struct {
 	prefix  string
 	headers map[string]string // auth, sent with every HTTP request
 	http    *http.Client      // pooled connections (Streamable HTTP)
-	refresh chan struct{}     // a call failed: list again now
+	refresh chan struct{}     // a call failed, or tools/list_changed: list again now
 	procs   atomic.Int64      // stdio processes running
 	calls   sync.Map          // minted progress token -> *inflight (call.go)
 
@@ -325,28 +327,65 @@ type session struct {
 }
 
 // keepCurrent lists the tools again every RefreshInterval, or at once when
-// a call failed, and stops idle per-principal sessions.
+// asked (a call failed, the upstream sent notifications/tools/list_changed),
+// and stops idle per-principal sessions. While the upstream is down it is
+// tried again with exponential backoff, not on every ask: a process that
+// exits at start, or an address that refuses connections, is not retried in
+// a tight loop.
 func (u *Upstream) keepCurrent(ctx context.Context) {
-	tick := min(u.pool.opts.RefreshInterval, u.cfg.IdleTimeout/2)
-	t := time.NewTicker(max(tick, 10*time.Millisecond))
-	defer t.Stop()
-	last := time.Now()
+	sweep := time.NewTicker(max(u.cfg.IdleTimeout/2, 10*time.Millisecond))
+	defer sweep.Stop()
+	var b backoff
+	next := time.NewTimer(b.after(u.isUp(), u.pool.opts.RefreshInterval))
+	defer next.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-u.refresh:
-		case <-t.C:
+		case <-sweep.C:
 			u.sweepIdle()
-			if time.Since(last) < u.pool.opts.RefreshInterval {
-				continue
+			continue
+		case <-u.refresh:
+			if !u.isUp() {
+				continue // the backoff says when
 			}
+		case <-next.C:
 		}
-		last = time.Now()
-		if u.list(ctx) {
+		changed := u.list(ctx)
+		next.Reset(b.after(u.isUp(), u.pool.opts.RefreshInterval))
+		if changed {
 			u.pool.opts.OnChange()
 		}
 	}
+}
+
+// Backoff of a down upstream: the first retry RetryMin after the failure,
+// each next one twice as late, at most RetryMax (or RefreshInterval, if it
+// is shorter).
+const (
+	RetryMin = time.Second
+	RetryMax = time.Minute
+)
+
+// backoff is the wait before the next listing.
+type backoff struct{ d time.Duration }
+
+// after is the wait after a listing that found the upstream up or down:
+// every (the refresh interval) when up, and the backoff, reset by an up,
+// when down.
+func (b *backoff) after(up bool, every time.Duration) time.Duration {
+	if up {
+		b.d = 0
+		return every
+	}
+	b.d = min(max(2*b.d, RetryMin), RetryMax, every)
+	return b.d
+}
+
+func (u *Upstream) isUp() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.up
 }
 
 // list fetches the tool list and reports whether what is served changed.
@@ -504,6 +543,13 @@ func (u *Upstream) forward(name string) mcpserver.ToolHandlerFunc {
 		ctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
 		defer cancel()
 		start := time.Now()
+		if !u.isUp() {
+			// Its tools are withdrawn, but a client may call one it listed
+			// before: starting a session now would bypass the backoff.
+			err := transport.NewError(errors.New("the upstream is down"))
+			u.observe(ctx, mcp.MethodToolsCall, start, err)
+			return mcp.NewToolResultError(fmt.Sprintf("upstream %s is unavailable", u.cfg.Name)), nil
+		}
 		s, key, err := u.sessionFor(ctx)
 		if err != nil {
 			u.observe(ctx, mcp.MethodToolsCall, start, err)
@@ -527,10 +573,7 @@ func (u *Upstream) failed(ctx context.Context, err error) *mcp.CallToolResult {
 	}
 	u.log.Warn("upstream call failed", "error", err)
 	// Is the upstream down, or was it this session? Listing again tells.
-	select {
-	case u.refresh <- struct{}{}:
-	default:
-	}
+	u.askRefresh()
 	return mcp.NewToolResultError(fmt.Sprintf("upstream %s is unavailable", u.cfg.Name))
 }
 
@@ -714,6 +757,16 @@ func (u *Upstream) connect(owner *idp.Principal) (*client.Client, error) {
 	if u.cfg.URL != "" {
 		opts := []transport.StreamableHTTPCOption{transport.WithHTTPBasicClient(u.http),
 			transport.WithHTTPHeaders(u.headers), transport.WithHTTPLogger(u.log)}
+		if owner == nil {
+			// The listing session keeps the GET stream open, on which an
+			// upstream sends notifications/tools/list_changed outside any
+			// request (MCP Streamable HTTP, "Listening for Messages from the
+			// Server"). A per-principal session gets it only within a
+			// call's answer: one stream per upstream, not per principal.
+			// (Deprecated for the 2026-07-28 core, which toolgate's
+			// sessions do not speak: see WithLegacyProtocolOnly below.)
+			opts = append(opts, transport.WithContinuousListening())
+		}
 		if u.cfg.Auth.Type == "assertion" {
 			opts = append(opts, transport.WithHTTPHeaderFunc(u.assertionHeader(owner)))
 		}
@@ -733,6 +786,14 @@ func (u *Upstream) connect(owner *idp.Principal) (*client.Client, error) {
 	// protocol session, which the stateless 2026-07-28 core has not.
 	c := client.NewClient(t, client.WithLegacyProtocolOnly())
 	c.OnNotification(u.relayProgress(c))
+	// Any session's notifications/tools/list_changed means the tools
+	// served may be stale: list them again now (MCP server/tools, "List
+	// Changed Notification").
+	c.OnNotification(func(n mcp.JSONRPCNotification) {
+		if n.Method == string(mcp.MethodNotificationToolsListChanged) {
+			u.askRefresh()
+		}
+	})
 	ctx, cancel := context.WithTimeout(u.pool.ctx, u.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
@@ -771,4 +832,13 @@ func (u *Upstream) environ() []string {
 	}
 	slices.Sort(env)
 	return env
+}
+
+// askRefresh asks keepCurrent to list the tools again; asks made while one
+// is pending are one.
+func (u *Upstream) askRefresh() {
+	select {
+	case u.refresh <- struct{}{}:
+	default:
+	}
 }

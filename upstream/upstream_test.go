@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/toolgate/toolgate/config"
 	"github.com/toolgate/toolgate/idp"
@@ -250,6 +252,9 @@ func TestAssertionNamesTheCallingPrincipal(t *testing.T) {
 			}
 			var sawCall bool
 			for _, r := range up.Requests()[before:] {
+				if r.Method == "" {
+					continue // the listing session's GET stream, toolgate's own, may (re)open meanwhile
+				}
 				h := r.Header.Get("Authorization")
 				tok, ok := strings.CutPrefix(h, "Bearer ")
 				if !ok || strings.Contains(h, "client-token") {
@@ -447,5 +452,72 @@ func TestReportsProcesses(t *testing.T) {
 	wait()
 	if _, _, procs := rec.snapshot(); procs["local"] != 0 {
 		t.Errorf("processes after Close = %d, want 0", procs["local"])
+	}
+}
+
+// notifications/tools/list_changed from an upstream makes the pool list its
+// tools again at once, long before the next RefreshInterval (MCP
+// server/tools, "List Changed Notification").
+func TestListChangedListsTheToolsAgainAtOnce(t *testing.T) {
+	up := upstreamtest.Start(t)
+	changed := make(chan struct{}, 8)
+	p := startPool(t, Options{RefreshInterval: time.Hour, OnChange: func() { changed <- struct{}{} }},
+		upstreamConfig(t, "name: up\nurl: "+up.URL))
+	<-changed // the first listing
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-changed:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: the tools were not listed again", what)
+		}
+	}
+	up.AddTool("extra")
+	wait("a tool added")
+	if got := names(p.Tools()); !slices.Contains(got, "up_extra") {
+		t.Errorf("after a tool was added: %v", got)
+	}
+	if res := call(t, toolNamed(t, p, "up_extra"), "alice", nil); res.IsError || text(res) != "extra" {
+		t.Errorf("up_extra = %+v", res)
+	}
+	up.RemoveTool("echo")
+	wait("a tool removed")
+	if got := names(p.Tools()); slices.Contains(got, "up_echo") || !slices.Contains(got, "up_extra") {
+		t.Errorf("after echo was removed: %v", got)
+	}
+}
+
+// A stdio upstream whose process exits at start is not started again in a
+// loop, however many calls fail and refreshes are asked for: it is retried
+// with backoff (the first retry a second after the failure).
+func TestADownUpstreamIsNotRestartedInALoop(t *testing.T) {
+	starts := filepath.Join(t.TempDir(), "starts")
+	cfg := upstreamConfig(t, fmt.Sprintf("name: crash\ncommand: [sh, -c, 'echo >> \"$STARTS\"; exit 1']\nenv: {STARTS: %q}", starts))
+	p := startPool(t, Options{RefreshInterval: time.Hour}, cfg)
+	count := func() int {
+		b, _ := os.ReadFile(starts)
+		return strings.Count(string(b), "\n")
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("starts after the first listing = %d, want 1", n)
+	}
+	u := p.ups[0]
+	for _, shared := range []bool{false, true} {
+		u.cfg.Sessions = map[bool]string{false: "per_principal", true: "shared"}[shared]
+		for range 25 {
+			res := call(t, Tool{Server: "crash", ServerTool: mcpserver.ServerTool{Tool: mcp.Tool{Name: "crash_x"}, Handler: u.forward("x")}}, "alice", nil)
+			if !res.IsError || !strings.Contains(text(res), "upstream crash is unavailable") {
+				t.Fatalf("a call to a down upstream = %+v", res)
+			}
+			u.askRefresh()
+		}
+	}
+	// The retries a second or two apart may have come meanwhile; 50 calls
+	// and 50 refreshes did not each start one.
+	if n := count(); n > 3 {
+		t.Errorf("starts = %d after 50 failed calls and 50 refresh requests, want at most 3", n)
+	}
+	if len(p.Tools()) != 0 || p.Status()[0].Up {
+		t.Errorf("a crashing upstream: tools %v, status %+v", names(p.Tools()), p.Status())
 	}
 }

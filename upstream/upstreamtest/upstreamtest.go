@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -184,7 +185,7 @@ func Start(t interface{ Cleanup(func()) }, extra ...json.RawMessage) *Server {
 	return s
 }
 
-// Close stops the upstream: it is down from then on.
+// Close stops the upstream: it is down from then on, until Reopen.
 func (s *Server) Close() {
 	s.srv.CloseClientConnections()
 	s.srv.Close()
@@ -207,6 +208,31 @@ func (s *Server) Describe(tool, description string) {
 	def.Description = description
 	s.mcp.AddTool(def, t.Handler)
 }
+
+// Reopen serves again, on the same address, after Close: the upstream
+// came back (on new connections; its sessions are kept).
+func (s *Server) Reopen() error {
+	ln, err := net.Listen("tcp", s.srv.Listener.Addr().String())
+	if err != nil {
+		return err
+	}
+	s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: s.srv.Config.Handler}}
+	s.srv.Start()
+	return nil
+}
+
+// AddTool adds a tool that answers its own name, and tells the connected
+// sessions with notifications/tools/list_changed (MCP server/tools, "List
+// Changed Notification"), as mcp-go does on every change of its tools.
+func (s *Server) AddTool(name string) {
+	s.mcp.AddTool(mcp.NewTool(name, mcp.WithDescription("Added while running.")),
+		func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return mcp.NewToolResultText(name), nil
+		})
+}
+
+// RemoveTool removes a tool and tells the connected sessions.
+func (s *Server) RemoveTool(name string) { s.mcp.DeleteTools(name) }
 
 // Requests are the requests received so far.
 func (s *Server) Requests() []Request {
