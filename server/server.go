@@ -88,6 +88,10 @@ type Server struct {
 	builtin     []mcpserver.ServerTool
 	upstreams   Upstreams
 	upstreamMu  sync.Mutex // serialises upstreamsChanged
+	// others are the upstreams' prompts and resources (others.go), nil
+	// when there are none; promptNames bound the metrics' prompt labels.
+	others      UpstreamOthers
+	promptNames atomic.Pointer[map[string]bool]
 }
 
 // SessionIdleTTL is how long an MCP session may stay idle before it is
@@ -161,12 +165,14 @@ func New(o Options) (*Server, error) {
 
 	hooks := &mcpserver.Hooks{}
 	hooks.AddBeforeCallTool(s.callAccepted)
-	s.mcp = mcpserver.NewMCPServer("toolgate", Version,
+	opts := []mcpserver.ServerOption{
 		mcpserver.WithHooks(hooks),
 		mcpserver.WithToolCapabilities(true),
 		mcpserver.WithToolFilter(s.filterTools),
 		mcpserver.WithToolHandlerMiddleware(s.enforceCall), // recovers from a tool's panic too
-	)
+	}
+	opts = append(opts, s.othersOptions(o.Upstreams, hooks)...)
+	s.mcp = mcpserver.NewMCPServer("toolgate", Version, opts...)
 	s.mcp.AddTools(o.Tools...)
 	s.streamable = mcpserver.NewStreamableHTTPServer(s.mcp,
 		mcpserver.WithEndpointPath("/mcp"),
@@ -263,6 +269,7 @@ func (s *Server) upstreamsChanged() {
 	s.catalog.Store(view)
 	s.metrics.setTools(view.names)
 	s.mcp.SetTools(tools...)
+	s.othersChanged()
 }
 
 // Handler is the whole HTTP surface.
