@@ -273,6 +273,8 @@ test('rec-assert: toolgate\'s assertion, verified with its /.well-known/jwks.jso
 const noTime = v => JSON.parse(JSON.stringify(v).replace(/\d{1,2}:\d{2}:\d{2}(\s?[AP]M)?/g, 'TIME'));
 /** The message of a rejection with the name in it replaced. */
 const messageOf = async (p, name) => (await rejection(p)).message.replaceAll(name, 'NAME');
+/** A completion as it means: mcp-go re-encodes completions and leaves out hasMore when false. */
+const completion = async p => { const r = await p; return { completion: { hasMore: false, ...r.completion } }; };
 
 test('prompts: each user sees and gets exactly the prompts the policy grants; hidden ones answer as missing', async () => {
   const names = async c => (await c.listPrompts()).prompts.map(p => p.name).sort();
@@ -294,7 +296,7 @@ test('prompts: each user sees and gets exactly the prompts the policy grants; hi
   // Completions of a prompt's arguments: erin's are the server's; dana's answer as for a missing prompt.
   const complete = (c, name) => c.complete({ ref: { type: 'ref/prompt', name }, argument: { name: 'name', value: '' },
     context: { arguments: { department: 'Engineering' } } });
-  assert.deepEqual(await complete(erin.client, 'ev-stdio_completable-prompt'), await complete(direct['ev-stdio'], 'completable-prompt'));
+  assert.deepEqual(await completion(complete(erin.client, 'ev-stdio_completable-prompt')), await completion(complete(direct['ev-stdio'], 'completable-prompt')));
   assert.equal(await messageOf(complete(dana.client, 'ev-stdio_completable-prompt'), 'ev-stdio_completable-prompt'),
     await messageOf(complete(dana.client, 'ev-stdio_no-such-prompt'), 'ev-stdio_no-such-prompt'));
 });
@@ -319,7 +321,7 @@ test('resources: URIs unchanged, each user sees and reads exactly what the polic
   assert.equal(await messageOf(dana.client.readResource({ uri }), uri),
     await messageOf(dana.client.readResource({ uri: 'demo://nothing/here' }), 'demo://nothing/here'));
   const completeId = (c, ref) => c.complete({ ref: { type: 'ref/resource', uri: ref }, argument: { name: 'resourceId', value: '4' } });
-  assert.deepEqual(await completeId(erin.client, text), await completeId(direct['ev-stdio'], text));
+  assert.deepEqual(await completion(completeId(erin.client, text)), await completion(completeId(direct['ev-stdio'], text)));
   assert.equal(await messageOf(completeId(dana.client, text), text),
     await messageOf(completeId(dana.client, 'demo://nothing/{id}'), 'demo://nothing/{id}'));
 });
