@@ -274,7 +274,7 @@ start_all() {
 	# The policy: rego/ plus the gateway's server_rules (gateway-policy.json);
 	# the users dana (reader) and erin (editor) of users.json get different tools.
 	mkdir -p "$OUT/policy"
-	cp "$REPO/rego/policy.rego" "$OUT/policy/"
+	cp "$REPO/rego/policy.rego" "$REPO/rego/prompts_resources.rego" "$OUT/policy/"
 	"$NODE" -e '
 const fs = require("fs");
 const [base, extra] = process.argv.slice(1, 3).map(f => JSON.parse(fs.readFileSync(f, "utf8")));

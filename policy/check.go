@@ -89,6 +89,7 @@ func check(src Source, res *loader.Result, catalog []Tool, dynamic bool) (*ast.C
 	}
 	out = append(out, nondeterministic(c)...)
 	out = append(out, lintToolRules(src, res.Documents, catalog, dynamic)...)
+	out = append(out, actionRuleErrors(src, c, res.Documents)...)
 	if len(out.Errors()) == 0 {
 		out = append(out, lintInvisible(c, res, catalog)...)
 	}

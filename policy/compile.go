@@ -102,6 +102,9 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 		return nil, err
 	}
 	modules[wrapperFile] = wrapper
+	if err := addActionsModule(modules); err != nil {
+		return nil, err
+	}
 	callQuery := "data.toolgate.internal.call"
 	if setOfStrings(checked.TypeEnv.GetByRef(ast.MustParseRef("data.mcp.authz.visible_tools"))) {
 		if modules[byNameFile], err = ast.ParseModule(byNameFile, byNameModule); err != nil {
@@ -141,6 +144,9 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	if c.call, err = prepare(callQuery); err != nil {
 		return nil, err
 	}
+	if c.act, err = prepareActions(prepare); err != nil {
+		return nil, err
+	}
 	// A policy that calls a non-deterministic built-in may answer the same
 	// question differently next time: nothing of it is cached.
 	c.cacheable = e.opts.CacheSize > 0 && len(nondeterministic(checked)) == 0
@@ -169,6 +175,7 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 // every cached answer was computed on). None when c is not cacheable.
 func (e *Engine) newCaches(c *compiled) {
 	c.visible, c.calls, c.argumentFree = nil, nil, nil
+	c.act = c.act.fresh(e.opts.CacheSize, c.cacheable)
 	if !c.cacheable {
 		return
 	}

@@ -66,6 +66,7 @@ type Engine struct {
 	opts     Options
 	toolList []Tool       // the catalog as given
 	in       catalogInput // the catalog as policy input, parsed once
+	extras   extrasInput  // the prompts and resources as policy input (actions.go)
 	cur      atomic.Pointer[compiled]
 	mu       sync.Mutex // serialises reloads
 	lastErr  atomic.Pointer[error]
@@ -99,6 +100,8 @@ type compiled struct {
 	// cacheable is false when caching is off or the policy calls a
 	// non-deterministic built-in: then no cache is made (newCaches).
 	cacheable bool
+	// act are the queries of prompts and resources (actions.go).
+	act *actionQueries
 }
 
 // New compiles the policy of src. An error names the file and line that do

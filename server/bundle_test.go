@@ -85,6 +85,7 @@ func opaBuild(t *testing.T, dir, signingKey string) []byte {
 func policyVariant(t *testing.T, data string) string {
 	dir := copyPolicy(t)
 	os.Remove(filepath.Join(dir, "policy_test.rego"))
+	os.Remove(filepath.Join(dir, "prompts_resources_test.rego"))
 	if data != "" {
 		os.WriteFile(filepath.Join(dir, "data.json"), []byte(data), 0o644)
 	}

@@ -135,6 +135,7 @@ type entry struct {
 	Principal      *idp.Principal
 	Action, Tool   string
 	Server         string   // tools/call: the tool's server ("builtin" or an upstream), "" when not in the catalog
+	Prompt, URI    string   // a prompt or resource action: what it names
 	Arguments      []byte   // tools/call: params.arguments as sent
 	Visible        []string // tools/list: what was returned
 	Hidden         []string // tools/list in dry-run: what would have been hidden
@@ -184,10 +185,21 @@ func (l *decisionLog) write(e entry) {
 		b = append(b, `,"server":`...)
 		b = appendString(b, e.Server)
 	}
-	if e.Action == "tools/call" {
+	if e.Prompt != "" {
+		b = append(b, `,"prompt":`...)
+		b = appendString(b, e.Prompt)
+	}
+	if e.URI != "" {
+		b = append(b, `,"resource":`...)
+		b = appendString(b, e.URI)
+	}
+	if e.Action == "tools/call" || e.Action == "prompts/get" {
 		b = l.appendArguments(b, e.Arguments)
 	}
-	if e.Visible != nil {
+	if e.Visible != nil && e.Action == "prompts/list" {
+		b = append(b, `,"visible_prompts":`...)
+		b = appendStrings(b, e.Visible)
+	} else if e.Visible != nil {
 		b = append(b, `,"visible_tools":`...)
 		b = appendStrings(b, e.Visible)
 	}

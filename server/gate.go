@@ -102,6 +102,13 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 				out.WriteHeader(http.StatusAccepted)
 				return
 			}
+		case string(mcp.MethodResourcesRead), string(mcp.MethodCompletionComplete):
+			if s.others != nil {
+				var served bool
+				if req.Context, served = s.decideOther(out, req.Context, rpc.Method, body, modern); !served {
+					return
+				}
+			}
 		case string(mcp.MethodToolsCall):
 			d := s.decide(req.Context, p, rpc.Params.Name, rpc.Params.Arguments)
 			if d.code == outcome.InsufficientScope && !d.Allowed { // allowed in dry-run

@@ -102,6 +102,10 @@ type Server struct {
 	upstreams   Upstreams
 	upstreamMu  sync.Mutex // serialises upstreamsChanged and policyChanged's notification
 	limiter     Limiter
+	// others are the upstreams' prompts and resources (others.go), nil
+	// when there are none; promptNames bound the metrics' prompt labels.
+	others      UpstreamOthers
+	promptNames atomic.Pointer[map[string]bool]
 }
 
 // SessionIdleTTL is how long an MCP session may stay idle before it is
@@ -191,12 +195,14 @@ func New(o Options) (*Server, error) {
 	hooks := &mcpserver.Hooks{}
 	hooks.AddBeforeCallTool(s.callAccepted)
 	hooks.AddAfterListTools(s.listServed)
-	s.mcp = mcpserver.NewMCPServer("toolgate", Version,
+	opts := []mcpserver.ServerOption{
 		mcpserver.WithHooks(hooks),
 		mcpserver.WithToolCapabilities(true),
 		mcpserver.WithToolFilter(s.filterTools),
 		mcpserver.WithToolHandlerMiddleware(s.enforceCall), // recovers from a tool's panic too
-	)
+	}
+	opts = append(opts, s.othersOptions(o.Upstreams, hooks)...)
+	s.mcp = mcpserver.NewMCPServer("toolgate", Version, opts...)
 	s.mcp.AddTools(o.Tools...)
 	s.streamable = mcpserver.NewStreamableHTTPServer(s.mcp,
 		mcpserver.WithEndpointPath("/mcp"),
@@ -302,6 +308,7 @@ func (s *Server) upstreamsChanged() {
 	s.metrics.setTools(view.names)
 	s.retell(context.Background())
 	s.mcp.SetTools(tools...)
+	s.othersChanged()
 }
 
 // Handler is the whole HTTP surface.

@@ -310,6 +310,7 @@ type Upstream struct {
 	lastErr  error
 	listed   []Tool              // as served: prefixed, with handlers
 	raw      []byte              // the listed tools as received, to tell a change
+	others   others              // prompts, resources and templates (others.go)
 	ctl      *session            // lists tools; serves every call when sessions: shared
 	sessions map[string]*session // per_principal: principal key -> its session
 }
@@ -407,6 +408,7 @@ func (u *Upstream) list(ctx context.Context) (changed bool) {
 		u.mu.Lock()
 		wasUp := u.up
 		u.up, u.lastErr, u.listed, u.raw = false, err, nil, nil
+		u.others = others{}
 		u.dropControl()
 		u.mu.Unlock()
 		if wasUp {
@@ -417,9 +419,11 @@ func (u *Upstream) list(ctx context.Context) (changed bool) {
 		return wasUp
 	}
 	tools, rawAll := u.parse(raw)
+	more := u.listOthers(ctx, s.c)
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	changed = !u.up || !bytes.Equal(rawAll, u.raw)
+	changed = !u.up || !bytes.Equal(rawAll, u.raw) || !more.equal(u.others)
+	u.others = more
 	if !u.up {
 		u.log.Info("upstream up", "tools", len(tools))
 	}
@@ -431,45 +435,7 @@ func (u *Upstream) list(ctx context.Context) (changed bool) {
 // each tool's JSON, its schemas above all, reaches the client as the
 // upstream wrote it (mcp-go's typed schemas keep only some keywords).
 func (u *Upstream) listRaw(ctx context.Context, c *client.Client) ([]json.RawMessage, error) {
-	var out []json.RawMessage
-	seen := map[string]bool{}
-	cursor := ""
-	for page := 0; ; page++ {
-		params := map[string]any{}
-		if cursor != "" {
-			params["cursor"] = cursor
-		}
-		start := time.Now()
-		res, err := c.GetTransport().SendRequest(ctx, transport.JSONRPCRequest{
-			JSONRPC: mcp.JSONRPC_VERSION, ID: mcp.NewRequestId(fmt.Sprintf("toolgate-list-%d", listIDs.Add(1))),
-			Method: string(mcp.MethodToolsList), Params: params,
-		})
-		if err != nil {
-			u.observe(ctx, mcp.MethodToolsList, start, transport.NewError(err))
-			return nil, err
-		}
-		var r struct {
-			Tools      []json.RawMessage `json:"tools"`
-			NextCursor string            `json:"nextCursor"`
-		}
-		if res.Error != nil {
-			err = res.Error.AsError()
-		} else if err = json.Unmarshal(res.Result, &r); err != nil {
-			err = fmt.Errorf("tools/list: malformed result: %w", err)
-		}
-		u.observe(ctx, mcp.MethodToolsList, start, err)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r.Tools...)
-		if r.NextCursor == "" || len(out) > MaxTools {
-			return out, nil
-		}
-		if seen[r.NextCursor] {
-			return nil, errors.New("tools/list: the upstream repeats a cursor")
-		}
-		seen[r.NextCursor] = true
-	}
+	return u.listPages(ctx, c, mcp.MethodToolsList, "tools")
 }
 
 var listIDs atomic.Uint64

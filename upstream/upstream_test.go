@@ -406,7 +406,9 @@ func TestReportsRequestsAndState(t *testing.T) {
 	echo := toolNamed(t, p, "up_echo")
 	call(t, echo, "alice", map[string]any{"text": "x"})
 	reqs, ups, _ := rec.snapshot()
-	want := map[string]int{"up initialize success": 1, "up tools/list success": 1, "up tools/call success": 1}
+	// The upstream advertises prompts and resources: they are listed too.
+	want := map[string]int{"up initialize success": 1, "up tools/list success": 1, "up tools/call success": 1,
+		"up prompts/list success": 1, "up resources/list success": 1, "up resources/templates/list success": 1}
 	if !maps.Equal(reqs, want) || !ups["up"] {
 		t.Errorf("reported %v, up %v; want %v, up", reqs, ups, want)
 	}

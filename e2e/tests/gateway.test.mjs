@@ -265,3 +265,63 @@ test('rec-assert: toolgate\'s assertion, verified with its /.well-known/jwks.jso
   }
   assertNoClientCredentials(recs);
 });
+
+// Issue 16: prompts and resources of server-everything behind the policy
+// (e2e/gateway-policy.json: prompt_rules and resource_rules). Resource URIs
+// are served unchanged, so ev-http's (the same as ev-stdio's) are dropped as
+// collisions: ev-stdio, first in the configuration, serves them.
+const noTime = v => JSON.parse(JSON.stringify(v).replace(/\d{1,2}:\d{2}:\d{2}(\s?[AP]M)?/g, 'TIME'));
+/** The message of a rejection with the name in it replaced. */
+const messageOf = async (p, name) => (await rejection(p)).message.replaceAll(name, 'NAME');
+/** A completion as it means: mcp-go re-encodes completions and leaves out hasMore when false. */
+const completion = async p => { const r = await p; return { completion: { hasMore: false, ...r.completion } }; };
+
+test('prompts: each user sees and gets exactly the prompts the policy grants; hidden ones answer as missing', async () => {
+  const names = async c => (await c.listPrompts()).prompts.map(p => p.name).sort();
+  assert.deepEqual(await names(dana.client), ['ev-http_simple-prompt', 'ev-stdio_simple-prompt']);
+  assert.deepEqual(await names(erin.client), ['ev-http_simple-prompt', 'ev-stdio_completable-prompt', 'ev-stdio_simple-prompt']);
+  const own = (await direct['ev-stdio'].listPrompts()).prompts.find(p => p.name === 'completable-prompt');
+  const via = (await erin.client.listPrompts()).prompts.find(p => p.name === 'ev-stdio_completable-prompt');
+  assert.deepEqual(via, { ...own, name: 'ev-stdio_completable-prompt' });
+
+  for (const up of ['ev-stdio', 'ev-http']) {
+    assert.deepEqual(await dana.client.getPrompt({ name: `${up}_simple-prompt` }), await direct[up].getPrompt({ name: 'simple-prompt' }));
+  }
+  const args = { department: 'Sales', name: 'Eve' };
+  assert.deepEqual(await erin.client.getPrompt({ name: 'ev-stdio_completable-prompt', arguments: args }),
+    await direct['ev-stdio'].getPrompt({ name: 'completable-prompt', arguments: args }));
+  assert.equal(await messageOf(dana.client.getPrompt({ name: 'ev-stdio_completable-prompt', arguments: args }), 'ev-stdio_completable-prompt'),
+    await messageOf(dana.client.getPrompt({ name: 'ev-stdio_no-such-prompt', arguments: args }), 'ev-stdio_no-such-prompt'));
+
+  // Completions of a prompt's arguments: erin's are the server's; dana's answer as for a missing prompt.
+  const complete = (c, name) => c.complete({ ref: { type: 'ref/prompt', name }, argument: { name: 'name', value: '' },
+    context: { arguments: { department: 'Engineering' } } });
+  assert.deepEqual(await completion(complete(erin.client, 'ev-stdio_completable-prompt')), await completion(complete(direct['ev-stdio'], 'completable-prompt')));
+  assert.equal(await messageOf(complete(dana.client, 'ev-stdio_completable-prompt'), 'ev-stdio_completable-prompt'),
+    await messageOf(complete(dana.client, 'ev-stdio_no-such-prompt'), 'ev-stdio_no-such-prompt'));
+});
+
+test('resources: URIs unchanged, each user sees and reads exactly what the policy grants, the bytes of a direct read', async () => {
+  const own = (await direct['ev-stdio'].listResources()).resources;
+  const docs = own.filter(r => r.uri.startsWith('demo://resource/static/')).sort((a, b) => a.uri.localeCompare(b.uri));
+  assert.ok(docs.length > 0, 'server-everything lists its documents');
+  const sortedResources = async c => (await c.listResources()).resources.sort((a, b) => a.uri.localeCompare(b.uri));
+  assert.deepEqual(await sortedResources(dana.client), docs);
+  for (const doc of docs) {
+    assert.deepEqual(await dana.client.readResource({ uri: doc.uri }), await direct['ev-stdio'].readResource({ uri: doc.uri }), doc.uri);
+  }
+
+  const text = 'demo://resource/dynamic/text/{resourceId}';
+  const template = (await direct['ev-stdio'].listResourceTemplates()).resourceTemplates.find(t => t.uriTemplate === text);
+  assert.deepEqual((await dana.client.listResourceTemplates()).resourceTemplates, []);
+  assert.deepEqual((await erin.client.listResourceTemplates()).resourceTemplates, [template]);
+  const uri = 'demo://resource/dynamic/text/3';
+  assert.deepEqual(noTime(await erin.client.readResource({ uri })), noTime(await direct['ev-stdio'].readResource({ uri })));
+  // Hidden from dana: the answer of a URI nobody serves.
+  assert.equal(await messageOf(dana.client.readResource({ uri }), uri),
+    await messageOf(dana.client.readResource({ uri: 'demo://nothing/here' }), 'demo://nothing/here'));
+  const completeId = (c, ref) => c.complete({ ref: { type: 'ref/resource', uri: ref }, argument: { name: 'resourceId', value: '4' } });
+  assert.deepEqual(await completion(completeId(erin.client, text)), await completion(completeId(direct['ev-stdio'], text)));
+  assert.equal(await messageOf(completeId(dana.client, text), text),
+    await messageOf(completeId(dana.client, 'demo://nothing/{id}'), 'demo://nothing/{id}'));
+});

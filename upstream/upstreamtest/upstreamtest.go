@@ -56,7 +56,10 @@ const EchoSchema = `{"type":"object","properties":{"text":{"type":"string","desc
 // for the caller's token, then its answer) and big (an answer of the
 // requested size; as an event stream when the call has a progress token).
 func NewMCPServer() *mcpserver.MCPServer {
-	s := mcpserver.NewMCPServer("upstreamtest", "1")
+	s := mcpserver.NewMCPServer("upstreamtest", "1", mcpserver.WithPromptCapabilities(true),
+		mcpserver.WithResourceCapabilities(true, true), mcpserver.WithCompletions(),
+		mcpserver.WithPromptCompletionProvider(completions{}), mcpserver.WithResourceCompletionProvider(completions{}))
+	addPromptsAndResources(s)
 	readOnly := true
 	s.AddTools(
 		mcpserver.ServerTool{
