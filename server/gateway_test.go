@@ -3,7 +3,11 @@ package server_test
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -318,5 +322,50 @@ func TestGatewayDeadUpstreamsToolsLeaveTheMetrics(t *testing.T) {
 	})
 	if text := g.scrape(g.URL + "/metrics"); !strings.Contains(text, `tool="add"`) {
 		t.Error("a built-in tool's series went with the upstream's")
+	}
+}
+
+// An upstream with auth.type assertion that fetches toolgate's key when it
+// first meets an assertion (as docs/configuration.md tells upstreams to)
+// can: toolgate serves /.well-known/jwks.json while it lists its upstreams
+// for the first time, and is not ready until that listing has ended.
+func TestGatewayAssertionUpstreamFetchesTheKeyAtStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks := "http://" + ln.Addr().String() + "/.well-known/jwks.json"
+	up := upstreamtest.Start(t)
+	target, _ := url.Parse(up.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	fetch := &http.Client{Timeout: 2 * time.Second}
+	verifying := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resp, err := fetch.Get(jwks)
+		if err != nil {
+			http.Error(w, "no key: "+err.Error(), http.StatusUnauthorized)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		kf, err := keyfunc.NewJWKSetJSON(body)
+		assertion, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if err == nil {
+			_, err = jwt.Parse(assertion, kf.Keyfunc, jwt.WithValidMethods([]string{"ES256"}), jwt.WithAudience("https://up.example"))
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(verifying.Close)
+
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGateOn(t, ln, []*idptest.Tenant{tn}, withUpstream(verifying.URL+"/mcp", true), func(c *config.Config, _ *server.Options) {
+		c.Upstreams[0].Auth = config.UpstreamAuth{Type: "assertion", Audience: "https://up.example"}
+	})
+	c := g.connect(tn.Token(idptest.Claims{Audience: []string{g.Config.ResourceURL()}, Scopes: []string{"openid"}}))
+	if got := toolNames(t, c); !slices.Contains(got, "up_echo") {
+		t.Fatalf("tools/list once ready = %v, want up_echo among them", got)
 	}
 }

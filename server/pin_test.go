@@ -30,6 +30,7 @@ func lockNow(t *testing.T, url, path string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	wait, _ := pool.Start(ctx)
 	defer func() { cancel(); wait() }()
+	<-pool.Listed()
 	snap, err := pool.Snapshot()
 	if err != nil {
 		t.Fatal(err)

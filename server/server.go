@@ -466,9 +466,22 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	body["limits_store"] = s.limiter.Kind()
 	body["limits_store_up"] = s.checkStore(context.Background())
 	if s.upstreams != nil {
-		// Named, never not-ready: an upstream that is down costs its own
-		// tools only.
-		body["upstreams"] = s.upstreams.Status()
+		// Named, never not-ready once listed: an upstream that is down
+		// costs its own tools only. Until the first listing has ended
+		// (each bounded by its timeout), toolgate is not ready: a client
+		// would see a catalog without the upstreams' tools.
+		st := s.upstreams.Status()
+		body["upstreams"] = st
+		var pending []string
+		for _, u := range st {
+			if u.Pending {
+				pending = append(pending, u.Name)
+			}
+		}
+		if len(pending) > 0 {
+			status = http.StatusServiceUnavailable
+			body["upstreams_pending"] = pending
+		}
 	}
 	body["ready"] = status == http.StatusOK
 	writeJSON(w, status, body)

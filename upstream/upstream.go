@@ -114,6 +114,7 @@ type Pool struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	pins     *pins
+	listed   chan struct{} // closed once every upstream was listed once (Listed)
 }
 
 // New builds the pool of cfgs (validated by config). It connects to
@@ -148,7 +149,7 @@ func New(cfgs []config.Upstream, o Options) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{opts: o, reserved: map[string]bool{}, pins: ps}
+	p := &Pool{opts: o, reserved: map[string]bool{}, pins: ps, listed: make(chan struct{})}
 	// Whatever changed, the tools withheld are logged first.
 	p.opts.OnChange = func() { p.checkPins(); o.OnChange() }
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -207,24 +208,41 @@ func New(cfgs []config.Upstream, o Options) (*Pool, error) {
 	return p, nil
 }
 
-// Start lists every upstream's tools once, in parallel, each bounded by its
-// timeout (an upstream that is down starts without tools), then keeps them
+// Start lists every upstream's tools once, in parallel and in the
+// background, each bounded by its timeout (an upstream that is down starts
+// without tools; Listed says when all were listed), then keeps them
 // current until ctx ends. It is a server.Task: the returned function waits
 // for the end, after which every session is closed and every process
 // stopped.
 func (p *Pool) Start(ctx context.Context) (func(), error) {
-	var first sync.WaitGroup
-	for _, u := range p.ups {
-		first.Go(func() { u.list(ctx) })
-	}
-	first.Wait()
-	p.opts.OnChange()
-	for _, u := range p.ups {
-		p.wg.Go(func() { u.keepCurrent(ctx) })
-	}
+	p.wg.Go(func() {
+		var first sync.WaitGroup
+		for _, u := range p.ups {
+			first.Go(func() { u.list(ctx) })
+		}
+		first.Wait()
+		p.opts.OnChange()
+		for _, u := range p.ups {
+			u.mu.Lock()
+			u.tried = true
+			u.mu.Unlock()
+		}
+		close(p.listed)
+		for _, u := range p.ups {
+			p.wg.Go(func() { u.keepCurrent(ctx) })
+		}
+	})
 	p.wg.Go(func() { p.watchLock(ctx) })
 	return func() { p.wg.Wait(); p.Close() }, nil
 }
+
+// Listed is closed once every upstream has been listed once, up or down
+// (each bounded by its timeout), and its tools are served. Start does not
+// wait for it, so that the server answers meanwhile: its /readyz says not
+// ready until then, and its /.well-known/jwks.json is served, which an
+// upstream with auth.type assertion may need to answer toolgate's first
+// initialize.
+func (p *Pool) Listed() <-chan struct{} { return p.listed }
 
 // Close ends every session and stops every process.
 func (p *Pool) Close() {
@@ -276,6 +294,9 @@ type Status struct {
 	Up    bool   `json:"up"`
 	Tools int    `json:"tools"`
 	Error string `json:"error,omitempty"`
+	// Pending: the first listing has not ended yet (Start runs it in the
+	// background).
+	Pending bool `json:"pending,omitempty"`
 }
 
 // Status reports every upstream, in configuration order.
@@ -283,7 +304,7 @@ func (p *Pool) Status() []Status {
 	out := make([]Status, 0, len(p.ups))
 	for _, u := range p.ups {
 		u.mu.Lock()
-		st := Status{Name: u.cfg.Name, Up: u.up, Tools: len(u.listed)}
+		st := Status{Name: u.cfg.Name, Up: u.up, Tools: len(u.listed), Pending: !u.tried}
 		if u.lastErr != nil {
 			st.Error = u.lastErr.Error()
 		}
@@ -306,6 +327,7 @@ type Upstream struct {
 	calls   sync.Map          // minted progress token -> *inflight (call.go)
 
 	mu       sync.Mutex
+	tried    bool // listed once, up or down, and what it found served
 	up       bool
 	lastErr  error
 	listed   []Tool              // as served: prefixed, with handlers

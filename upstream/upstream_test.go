@@ -61,6 +61,7 @@ func startPool(t *testing.T, o Options, cfgs ...config.Upstream) *Pool {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); wait() })
+	<-p.Listed()
 	return p
 }
 
@@ -440,6 +441,7 @@ func TestReportsProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	<-p.Listed()
 	if _, _, procs := rec.snapshot(); procs["local"] != 1 {
 		t.Errorf("processes after the first listing = %d, want 1 (the listing session's)", procs["local"])
 	}

@@ -87,5 +87,9 @@ func listUpstreams(ctx context.Context, cfg *config.Config, log *slog.Logger) (p
 		cancel()
 		return nil, nil, err
 	}
+	select {
+	case <-pool.Listed():
+	case <-ctx.Done():
+	}
 	return pool, func() { cancel(); wait() }, nil
 }
