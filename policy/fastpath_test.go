@@ -125,6 +125,11 @@ func fastPathPolicies(t testing.TB) []string {
 	return dirs
 }
 
+// decidesOnArguments are the policies (by directory name) whose decisions
+// of permitted calls read the arguments: argument limits, limits keyed by
+// an argument, the organisation of the arguments.
+var decidesOnArguments = map[string]bool{"rego": true, "limits": true, "argument-rules": true, "stytch-b2b": true}
+
 // enginePair is one policy compiled twice: with the default caches (the
 // fast path) and with none (a full evaluation for every call).
 type enginePair struct {
@@ -184,6 +189,12 @@ func TestFastPathAgreesWithFullEvaluation(t *testing.T) {
 				for _, tool := range fastPathTools {
 					ep.agree(t, other, tool, fastPathArguments[r.IntN(len(fastPathArguments))])
 				}
+			}
+			// The policies that decide permitted calls on their arguments
+			// must have been held to full evaluations through residuals,
+			// not only through the full evaluations a residual falls back to.
+			if decidesOnArguments[filepath.Base(ep.dir)] && policy.ResidualQueries(ep.fast) == 0 {
+				t.Errorf("%s: no call was decided by a residual of partial evaluation", ep.dir)
 			}
 		})
 	}
