@@ -148,6 +148,8 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 		partialCompiler := ast.NewCompiler().WithSchemas(inputSchema)
 		if partialCompiler.Compile(partialModules); !partialCompiler.Failed() && !hasPackageUnder(modules, residualNamespace) {
 			partial, err := rego.New(
+				// The decision bound to a variable, so that a residual
+				// query names it (residual.go).
 				rego.Query(decisionVar+" = "+callQuery),
 				rego.Compiler(partialCompiler),
 				rego.Store(inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))),
