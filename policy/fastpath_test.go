@@ -98,6 +98,14 @@ func fastPathPrincipal(n uint64) *idp.Principal {
 	return p
 }
 
+// everyGrant is a principal of provider, in an organisation the example
+// data names, who holds every permission, scope and role the policies
+// grant on.
+func everyGrant(provider string) *idp.Principal {
+	return &idp.Principal{Provider: provider, Sub: "user-1", Iss: "https://issuer.example/", OrgID: "org_acme",
+		Permissions: fastPathPermissions, Scopes: fastPathScopes, Roles: fastPathRoles, Claims: map[string]any{"sub": "user-1"}}
+}
+
 // otherUser is p's grants in a new token of another user: another sub,
 // and claims of their own.
 func otherUser(p *idp.Principal) *idp.Principal {
@@ -173,8 +181,14 @@ func TestFastPathAgreesWithFullEvaluation(t *testing.T) {
 			if testing.Short() {
 				principals = 3
 			}
+			// Generated principals, and two who hold every grant the
+			// policies name (one of each provider family the examples
+			// serve), so that every policy's permitted calls are asked.
+			ps := []*idp.Principal{everyGrant("auth0"), everyGrant("stytch")}
 			for range principals {
-				p := fastPathPrincipal(r.Uint64())
+				ps = append(ps, fastPathPrincipal(r.Uint64()))
+			}
+			for _, p := range ps {
 				for _, tool := range fastPathTools {
 					// Every argument value in a row, in a new order for each
 					// tool, so that a decision cached for some arguments is
