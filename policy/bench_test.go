@@ -157,7 +157,8 @@ func BenchmarkDecide(b *testing.B) {
 // BenchmarkDecideFreshArguments: a new arguments value on every call, the
 // same principal, the default caches. A tool whose rule has no argument
 // limits is decided once for every argument value (a lookup); one with
-// limits (data.tool_rules.<tool>.arguments) is evaluated for each call.
+// limits (data.tool_rules.<tool>.arguments) is decided for each call by
+// the residual of partial evaluation, on the arguments alone.
 func BenchmarkDecideFreshArguments(b *testing.B) {
 	ctx := context.Background()
 	for _, n := range []int{50, 1000} {

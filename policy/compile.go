@@ -154,7 +154,9 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 		partialCompiler := ast.NewCompiler().WithSchemas(inputSchema)
 		if partialCompiler.Compile(partialModules); !partialCompiler.Failed() && !hasPackageUnder(modules, residualNamespace) {
 			partial, err := rego.New(
-				rego.Query(callQuery),
+				// The decision bound to a variable, so that a residual
+				// query names it (residual.go).
+				rego.Query(decisionVar+" = "+callQuery),
 				rego.Compiler(partialCompiler),
 				rego.Store(inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))),
 				rego.StrictBuiltinErrors(true),
@@ -174,7 +176,7 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 // newCaches gives c empty caches: a new revision, or a new catalog (which
 // every cached answer was computed on). None when c is not cacheable.
 func (e *Engine) newCaches(c *compiled) {
-	c.visible, c.calls, c.argumentFree = nil, nil, nil
+	c.visible, c.calls, c.verdicts, c.residualQueries = nil, nil, nil, nil
 	c.act = c.act.fresh(e.opts.CacheSize, c.cacheable)
 	if !c.cacheable {
 		return
@@ -182,7 +184,8 @@ func (e *Engine) newCaches(c *compiled) {
 	c.visible, _ = lru.New[[sha256.Size]byte, map[string]bool](e.opts.CacheSize)
 	c.calls, _ = lru.New[[sha256.Size]byte, Decision](e.opts.CacheSize)
 	if c.partial != nil {
-		c.argumentFree, _ = lru.New[[sha256.Size]byte, bool](e.opts.CacheSize)
+		c.verdicts, _ = lru.New[[sha256.Size]byte, verdict](e.opts.CacheSize)
+		c.residualQueries, _ = lru.New[[sha256.Size]byte, *rego.PreparedEvalQuery](min(e.opts.CacheSize, residualQueriesMax))
 	}
 }
 

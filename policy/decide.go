@@ -98,10 +98,13 @@ func (e *Engine) Decide(ctx context.Context, p *idp.Principal, tool string, args
 // error, so a denial.
 //
 // A decision that holds for every value of the arguments (partial
-// evaluation says so, argumentFree) is cached without them, so a call
+// evaluation says so, residualOf) is cached without them, so a call
 // with arguments never seen before costs a lookup and a decoding of the
 // arguments to check that they are an object; any other decision is
 // cached with the arguments as sent, and its cache hit decodes nothing.
+// A miss of the latter evaluates the residual of partial evaluation on
+// the arguments alone where there is one, and the policy in full where
+// there is none.
 func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, args []byte) Decision {
 	c := e.cur.Load()
 	id := NewID()
@@ -110,7 +113,8 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 	}
 	tk := c.toolKey(p, tool)
 	key := tk
-	if e.argumentFree(ctx, c, tk, p, tool) {
+	r := e.residualOf(ctx, c, tk, p, tool)
+	if r.free {
 		// The arguments still have to be an object, for every call.
 		if _, err := parseArguments(args); err != nil {
 			return failed(id, c, err)
@@ -124,7 +128,13 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 		d.Limits = slices.Clone(d.Limits)
 		return d
 	}
-	d := e.evaluate(ctx, c, id, p, tool, args)
+	d, ok := Decision{}, false
+	if r.query != nil {
+		d, ok = e.evaluateResidual(ctx, c, id, r.query, args)
+	}
+	if !ok {
+		d = e.evaluate(ctx, c, id, p, tool, args)
+	}
 	if d.Err == nil {
 		// Errors are not cached: a cancelled or timed-out evaluation says
 		// nothing of the next one.
@@ -155,6 +165,12 @@ func (e *Engine) evaluate(ctx context.Context, c *compiled, id string, p *idp.Pr
 	if err != nil {
 		return failed(id, c, err)
 	}
+	return d.settle()
+}
+
+// settle applies the contract to a decision as the policy gave it: a call
+// is allowed only when its tool is visible, and a denial has a reason.
+func (d Decision) settle() Decision {
 	d.Allowed = d.Visible && d.Allowed
 	if !d.Allowed && d.Reason == "" {
 		d.Reason = "denied by policy"
@@ -164,75 +180,6 @@ func (e *Engine) evaluate(ctx context.Context, c *compiled, id string, p *idp.Pr
 
 func failed(id string, c *compiled, err error) Decision {
 	return Decision{ID: id, Revision: c.revision, Reason: "policy evaluation failed", Err: err}
-}
-
-// argumentFree reports whether the decision of a call of tool by p is the
-// same for every value of the arguments: OPA's partial evaluation of the
-// call query with input.arguments unknown leaves a residual that reads
-// nothing of the input and no rule of the policy, only rules it wrote
-// itself. The verdict is kept per principal and tool. In doubt (an error,
-// a residual naming the input anywhere) the answer is no, which costs
-// speed, never correctness.
-func (e *Engine) argumentFree(ctx context.Context, c *compiled, tk [sha256.Size]byte, p *idp.Principal, tool string) bool {
-	if c.partial == nil {
-		return false
-	}
-	if free, ok := c.argumentFree.Get(tk); ok {
-		return free
-	}
-	items, err := e.in.items(p, ActionCall, tool)
-	if err != nil {
-		return false
-	}
-	ctx, cancel := e.deadline(ctx)
-	defer cancel()
-	in := ast.NewObject(items...).Copy() // the catalog's terms are shared with evaluations
-	// One partial evaluation at a time; a call that finds one running does
-	// not queue behind it (a burst of new principals would wait for each
-	// other's): it is evaluated in full, and asks again next time.
-	if !c.partialMu.TryLock() {
-		return false
-	}
-	pq, err := c.partial.Partial(ctx, rego.EvalParsedInput(in))
-	c.partialMu.Unlock()
-	if err != nil && ctx.Err() != nil {
-		return false // ask again next time
-	}
-	free := err == nil && residualIsConstant(pq)
-	c.argumentFree.Add(tk, free)
-	return free
-}
-
-// residualIsConstant reports whether a residual reads neither the input
-// nor any document but the support rules partial evaluation wrote
-// (under residualNamespace).
-func residualIsConstant(pq *rego.PartialQueries) bool {
-	support := ast.DefaultRootRef.Append(ast.StringTerm(residualNamespace))
-	constant := true
-	check := func(x any) {
-		ast.WalkTerms(x, func(t *ast.Term) bool {
-			switch v := t.Value.(type) {
-			case ast.Var: // the head of every reference into the input
-				if v.Equal(ast.InputRootDocument.Value) {
-					constant = false
-				}
-			case ast.Ref:
-				if v.HasPrefix(ast.DefaultRootRef) && !v.HasPrefix(support) {
-					constant = false
-				}
-			}
-			return !constant
-		})
-	}
-	for _, q := range pq.Queries {
-		check(q)
-	}
-	for _, m := range pq.Support {
-		for _, r := range m.Rules {
-			check(r)
-		}
-	}
-	return constant
 }
 
 // listKey names a principal's visible set: a SHA-256 of what of the

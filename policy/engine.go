@@ -86,17 +86,20 @@ type compiled struct {
 	callQuery string
 	// listPrincipal and callPrincipal are what of the principal the list
 	// and the call queries read: the principal's part of the keys of the
-	// caches below (visible, and calls with argumentFree).
+	// caches below (visible, and calls with residuals).
 	listPrincipal principalKey
 	callPrincipal principalKey
 	visible       *lru.Cache[[sha256.Size]byte, map[string]bool] // listKey -> visible set
 	calls         *lru.Cache[[sha256.Size]byte, Decision]        // callKey or toolKey -> decision
-	// partial is the call query with input.arguments unknown, and
-	// argumentFree its verdicts (toolKey -> whether the decision holds for
-	// every argument value); both nil when nothing is cached.
-	partial      *rego.PreparedPartialQuery
-	partialMu    *sync.Mutex // partial evaluations run one at a time (compile.go)
-	argumentFree *lru.Cache[[sha256.Size]byte, bool]
+	// partial is the call query with input.arguments unknown, verdicts
+	// what it found per principal and tool (toolKey -> the decision holds
+	// for every argument value, or has a residual that decides from the
+	// arguments, or neither), and residualQueries those residuals,
+	// compiled (residual.go); all nil when nothing is cached.
+	partial         *rego.PreparedPartialQuery
+	partialMu       *sync.Mutex // partial evaluations run one at a time (compile.go)
+	verdicts        *lru.Cache[[sha256.Size]byte, verdict]
+	residualQueries *lru.Cache[[sha256.Size]byte, *rego.PreparedEvalQuery]
 	// cacheable is false when caching is off or the policy calls a
 	// non-deterministic built-in: then no cache is made (newCaches).
 	cacheable bool

@@ -113,7 +113,7 @@ func (c catalogInput) set(catalog []Tool) error {
 
 // sorted sorts the keys of every object in v now, before v is shared. OPA
 // sorts an object's keys lazily, on first need, while (*object).Copy reads
-// them without waiting for that: a copy of a catalog term (argumentFree
+// them without waiting for that: a copy of a catalog term (residualOf
 // copies the input it gives partial evaluation) racing an evaluation's
 // first sort was a data race. Sorted before the catalog is published, the
 // keys are never written again.
@@ -141,18 +141,25 @@ func (c catalogInput) input(p *idp.Principal, action, tool string, args []byte) 
 	if err != nil || action != ActionCall {
 		return ast.NewObject(items...), err
 	}
+	arguments, err := argumentsValue(args)
+	if err != nil {
+		return nil, err
+	}
+	items = append(items, ast.Item(ast.InternedTerm("arguments"), ast.NewTerm(arguments)))
+	return ast.NewObject(items...), nil
+}
+
+// argumentsValue is input.arguments of a call: its arguments as the
+// request carried them, {} for none.
+func argumentsValue(args []byte) (ast.Value, error) {
 	v, err := parseArguments(args)
 	if err != nil {
 		return nil, err
 	}
-	arguments := ast.Value(ast.NewObject())
-	if v != nil {
-		if arguments, err = ast.InterfaceToValue(v); err != nil {
-			return nil, err
-		}
+	if v == nil {
+		return ast.NewObject(), nil
 	}
-	items = append(items, ast.Item(ast.InternedTerm("arguments"), ast.NewTerm(arguments)))
-	return ast.NewObject(items...), nil
+	return ast.InterfaceToValue(v)
 }
 
 // items are the fields of the input but the arguments.

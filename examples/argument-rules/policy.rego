@@ -46,18 +46,29 @@ allow if {
 	count(argument_violations) == 0
 }
 
+# The first denial that applies, each rule excluding the ones before it.
+# (Not an else chain: OPA's partial evaluation, which lets the gate decide a
+# call from its arguments alone, does not see through else, so a chain whose
+# last step reads the arguments would be evaluated whole for every call.)
 reason := sprintf("tier %q does not exist", [tier]) if {
 	is_call
-	authenticated
-	not data.tiers[tier]
-} else := sprintf("tool %q is not available", [tool_name]) if {
+	missing_tier
+}
+
+reason := sprintf("tool %q is not available", [tool_name]) if {
 	is_call
+	not missing_tier
 	not tool_name in visible_tools
-} else := sprintf("tool %q is misconfigured", [tool_name]) if {
-	is_call
-	count(limit_errors(tool_limits)) > 0
-} else := concat("; ", sort(argument_violations)) if {
-	is_call
+}
+
+reason := sprintf("tool %q is misconfigured", [tool_name]) if {
+	callable
+	misconfigured
+}
+
+reason := concat("; ", sort(argument_violations)) if {
+	callable
+	not misconfigured
 	count(argument_violations) > 0
 }
 
@@ -70,6 +81,19 @@ authenticated if {
 	is_string(provider)
 	not provider in {"", "anonymous"}
 }
+
+missing_tier if {
+	authenticated
+	not data.tiers[tier]
+}
+
+callable if {
+	is_call
+	not missing_tier
+	tool_name in visible_tools
+}
+
+misconfigured if count(limit_errors(tool_limits)) > 0
 
 organization := object.get(data.organizations, input.principal.org_id, {})
 

@@ -36,14 +36,23 @@ allow if {
 	count(missing_scopes) == 0
 }
 
+# The first denial that applies, each rule excluding the ones before it.
+# (Not an else chain: OPA's partial evaluation, which lets the gate decide a
+# call from its arguments alone, does not see through else, so a chain whose
+# last step reads the arguments would be evaluated whole for every call.)
 reason := sprintf("tool %q is not available", [tool_name]) if {
 	is_call
 	not tool_name in visible_tools
-} else := concat("; ", sort(organization_violations)) if {
-	is_call
+}
+
+reason := concat("; ", sort(organization_violations)) if {
+	callable
 	count(organization_violations) > 0
-} else := sprintf("tool %q requires %s", [tool_name, listing("scope", missing_scopes)]) if {
-	is_call
+}
+
+reason := sprintf("tool %q requires %s", [tool_name, listing("scope", missing_scopes)]) if {
+	callable
+	count(organization_violations) == 0
 	count(missing_scopes) > 0
 }
 
@@ -75,6 +84,11 @@ granted_tools contains name if {
 }
 
 is_call if input.action == "tools/call"
+
+callable if {
+	is_call
+	tool_name in visible_tools
+}
 
 # input.tool.name by its path, not object.get(input, ...): the caches key a
 # principal by the fields of input.principal a policy names, and the whole
