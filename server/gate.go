@@ -10,6 +10,7 @@ import (
 
 	"github.com/toolgate/toolgate/idp"
 	"github.com/toolgate/toolgate/outcome"
+	"github.com/toolgate/toolgate/upstream"
 )
 
 // serveMCP is the gate in front of mcp-go's Streamable HTTP transport. It
@@ -44,6 +45,9 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 	slot := &toolDecision{}
 	ctx := context.WithValue(idp.WithPrincipal(r.Context(), p), decisionKey{}, slot)
 	ctx = context.WithValue(ctx, ownerKey{}, owner)
+	if p.Provider == idp.ProviderAnonymous {
+		ctx = upstream.WithOwner(ctx, owner)
+	}
 	out := mcpWriter(w)
 	if session != "" {
 		ctx = context.WithValue(ctx, sessionKey{}, session)

@@ -369,3 +369,51 @@ func TestGatewayAssertionUpstreamFetchesTheKeyAtStart(t *testing.T) {
 		t.Fatalf("tools/list once ready = %v, want up_echo among them", got)
 	}
 }
+
+// Token-less clients are one principal to the policy, but the gate tells
+// them apart by address: with sessions: per_principal each address gets an
+// upstream session of its own, so one anonymous client's stateful upstream
+// never serves another.
+func TestGatewayAnonymousClientsGetUpstreamSessionsOfTheirOwn(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withAnonymous(), withUpstreamServer(up.URL), func(c *config.Config, _ *server.Options) {
+		if err := os.WriteFile(filepath.Join(c.Policy.Dir, "data.json"), []byte(`{"tool_rules": {"up_session": {"anonymous": true}}}`), 0o644); err != nil {
+			panic(err)
+		}
+	})
+	upstreamSession := func(c *http.Client) string {
+		t.Helper()
+		post := func(session, body string) *http.Response {
+			req := newMCPRequest(http.MethodPost, g.URL, "", session, body)
+			req.Header.Del("Authorization")
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp
+		}
+		resp := post("", initializeBody)
+		resp.Body.Close()
+		session := resp.Header.Get("Mcp-Session-Id")
+		resp = post(session, callBody("up_session", `{}`))
+		defer resp.Body.Close()
+		var msg struct {
+			Result struct {
+				Content []struct{ Text string } `json:"content"`
+			} `json:"result"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&msg); err != nil || len(msg.Result.Content) != 1 || msg.Result.Content[0].Text == "" {
+			t.Fatalf("up_session: %d %+v %v", resp.StatusCode, msg, err)
+		}
+		return msg.Result.Content[0].Text
+	}
+	one, two := clientFrom(t, "127.0.0.1"), clientFrom(t, "127.0.0.2")
+	first := upstreamSession(one)
+	if again := upstreamSession(one); again != first {
+		t.Errorf("one address, two calls: upstream sessions %q and %q, want one", first, again)
+	}
+	if other := upstreamSession(two); other == first {
+		t.Errorf("two anonymous addresses share the upstream session %q", first)
+	}
+}

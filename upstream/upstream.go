@@ -569,6 +569,16 @@ type capError struct{ msg string }
 
 func (e *capError) Error() string { return e.msg }
 
+type ownerKey struct{}
+
+// WithOwner says whose per_principal upstream session a request of ctx
+// goes on, where the principal alone does not tell: the gate's token-less
+// clients are one principal to the policy, told apart by their address.
+// Without it, the session is the principal's (iss + sub).
+func WithOwner(ctx context.Context, owner string) context.Context {
+	return context.WithValue(ctx, ownerKey{}, owner)
+}
+
 // sessionFor is the session a call of the principal in ctx goes on: the
 // shared one, or the principal's own (opened on first use; for stdio, at
 // most max_processes of them).
@@ -582,6 +592,9 @@ func (u *Upstream) sessionFor(ctx context.Context) (*session, string, error) {
 		return nil, "", errors.New("no principal")
 	}
 	key := p.Key()
+	if owner, ok := ctx.Value(ownerKey{}).(string); ok && owner != "" {
+		key = owner
+	}
 	u.mu.Lock()
 	s, ok := u.sessions[key]
 	if !ok {
