@@ -21,6 +21,22 @@ token:
 # the Rego tests with the real OPA command line at the library's version.
 test: fmt-check vet test-go test-rego
 
+# Everything CI runs (.ci/run): make test with a real redis-server (the
+# rate-limit and session-end tests then run instead of skipping: CI=true),
+# the static build, the Kubernetes manifests, fuzzing, make e2e and
+# make e2e-fleet. Installs with apt-get what is missing (redis-server here;
+# the e2e scripts install chromium and nginx; npm and the Go module proxy
+# the rest).
+.PHONY: ci
+ci:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	CI=true $(MAKE) test
+	$(MAKE) static
+	$(MAKE) k8s-check
+	$(MAKE) fuzz
+	$(MAKE) e2e
+	$(MAKE) e2e-fleet
+
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
