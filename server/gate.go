@@ -109,6 +109,11 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 					return
 				}
 			}
+		case string(mcp.MethodResourcesSubscribe), string(mcp.MethodResourcesUnsubscribe):
+			// Removed by the 2026-07-28 core: mcp-go refuses them there.
+			if s.others != nil && !modern && !s.subscription(out, req.Context, rpc.Method, body, session) {
+				return
+			}
 		case string(mcp.MethodToolsCall):
 			d := s.decide(req.Context, p, rpc.Params.Name, rpc.Params.Arguments)
 			if d.code == outcome.InsufficientScope && !d.Allowed { // allowed in dry-run

@@ -73,6 +73,8 @@ func (s *Server) othersOptions(up Upstreams, hooks *mcpserver.Hooks) []mcpserver
 	}
 	s.others = others
 	s.promptNames.Store(new(map[string]bool))
+	hooks.AddAfterInitialize(s.advertiseSubscribe)
+	hooks.AddBeforeSubscriptionsListen(s.noListenSubscriptions)
 	hooks.AddAfterListResources(func(ctx context.Context, _ any, _ *mcp.ListResourcesRequest, res *mcp.ListResourcesResult) {
 		visible := s.visibleResources(ctx)
 		kept := res.Resources[:0:0]
@@ -95,7 +97,10 @@ func (s *Server) othersOptions(up Upstreams, hooks *mcpserver.Hooks) []mcpserver
 	})
 	return []mcpserver.ServerOption{
 		mcpserver.WithPromptCapabilities(true),
-		mcpserver.WithResourceCapabilities(false, true),
+		// subscribe: mcp-go answers an allowed resources/subscribe only
+		// with it; initialize advertises it as the upstreams do
+		// (advertiseSubscribe).
+		mcpserver.WithResourceCapabilities(true, true),
 		mcpserver.WithCompletions(),
 		mcpserver.WithPromptFilter(s.filterPrompts),
 		mcpserver.WithPromptHandlerMiddleware(s.enforcePrompt),
@@ -322,13 +327,7 @@ func (s *Server) decideOther(w http.ResponseWriter, ctx context.Context, method 
 	if json.Unmarshal(body, &msg) != nil || len(msg.ID) == 0 {
 		return ctx, true // not a request the gate can decide: mcp-go answers it
 	}
-	notFound := func(uri string) {
-		code := mcp.RESOURCE_NOT_FOUND
-		if modern {
-			code = mcp.INVALID_PARAMS
-		}
-		writeRPCError(w, msg.ID, code, fmt.Sprintf("handler not found for resource URI '%s': %s", uri, mcpserver.ErrResourceNotFound))
-	}
+	notFound := func(uri string) { writeResourceNotFound(w, msg.ID, uri, modern) }
 	var route otherRoute
 	var d policy.Decision
 	switch {
