@@ -46,6 +46,7 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 	ctx = context.WithValue(ctx, ownerKey{}, owner)
 	out := mcpWriter(w)
 	if session != "" {
+		s.subs.seen(session, p)
 		ctx = context.WithValue(ctx, sessionKey{}, session)
 		out = &listFilter{HTTPResponseWriter: out, told: &s.sessions.told, session: session}
 	}

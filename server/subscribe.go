@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
@@ -48,13 +49,27 @@ type UpstreamSubscriptions interface {
 // subscription is one client session's subscription to a URI.
 type subscription struct {
 	server    string // the upstream that serves the URI
-	principal *idp.Principal
+	principal *sessionPrincipal
 }
+
+// sessionPrincipal is the principal of a subscribed session's latest
+// request: its updates are decided for the claims it holds now, not those
+// of the token it subscribed with.
+type sessionPrincipal struct{ atomic.Pointer[idp.Principal] }
 
 // subscriptions are the client sessions' subscriptions, by URI.
 type subscriptions struct {
-	mu    sync.Mutex
-	byURI map[string]map[string]subscription // URI -> session id -> subscription
+	mu         sync.Mutex
+	byURI      map[string]map[string]subscription // URI -> session id -> subscription
+	principals sync.Map                           // session id -> *sessionPrincipal, while it has subscriptions
+}
+
+// seen records p as the principal of session's latest request, if the
+// session has subscriptions; it is on every request, without a lock.
+func (s *subscriptions) seen(session string, p *idp.Principal) {
+	if v, ok := s.principals.Load(session); ok {
+		v.(*sessionPrincipal).Store(p)
+	}
 }
 
 func (s *subscriptions) get(uri, session string) (subscription, bool) {
@@ -64,16 +79,36 @@ func (s *subscriptions) get(uri, session string) (subscription, bool) {
 	return sub, ok
 }
 
-func (s *subscriptions) add(uri, session string, sub subscription) {
+// add records session's subscription to uri on server for p; false if it
+// had one already.
+func (s *subscriptions) add(uri, session, server string, p *idp.Principal) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.byURI[uri][session]; ok {
+		return false
+	}
 	if s.byURI == nil {
 		s.byURI = map[string]map[string]subscription{}
 	}
 	if s.byURI[uri] == nil {
 		s.byURI[uri] = map[string]subscription{}
 	}
-	s.byURI[uri][session] = sub
+	sp := &sessionPrincipal{}
+	sp.Store(p)
+	v, _ := s.principals.LoadOrStore(session, sp)
+	s.byURI[uri][session] = subscription{server: server, principal: v.(*sessionPrincipal)}
+	return true
+}
+
+// forgetPrincipal drops session's principal once it has no subscription;
+// the caller holds mu.
+func (s *subscriptions) forgetPrincipal(session string) {
+	for _, subs := range s.byURI {
+		if _, ok := subs[session]; ok {
+			return
+		}
+	}
+	s.principals.Delete(session)
 }
 
 func (s *subscriptions) remove(uri, session string) (subscription, bool) {
@@ -84,6 +119,7 @@ func (s *subscriptions) remove(uri, session string) (subscription, bool) {
 	if len(s.byURI[uri]) == 0 {
 		delete(s.byURI, uri)
 	}
+	s.forgetPrincipal(session)
 	return sub, ok
 }
 
@@ -101,6 +137,7 @@ func (s *subscriptions) removeSession(session string) map[string]subscription {
 			}
 		}
 	}
+	s.principals.Delete(session)
 	return out
 }
 
@@ -184,6 +221,7 @@ func (s *Server) subscription(w http.ResponseWriter, ctx context.Context, method
 	if _, ok := s.subs.get(uri, session); ok {
 		return true // subscribed already: nothing more upstream
 	}
+	p, _ := idp.PrincipalFrom(ctx)
 	if err := subs.Subscribe(ctx, server, uri); err != nil {
 		code := mcp.INTERNAL_ERROR
 		if errors.Is(err, upstream.ErrNoSubscriptions) {
@@ -192,15 +230,18 @@ func (s *Server) subscription(w http.ResponseWriter, ctx context.Context, method
 		writeRPCError(w, msg.ID, code, err.Error())
 		return false
 	}
-	p, _ := idp.PrincipalFrom(ctx)
-	s.subs.add(uri, session, subscription{server: server, principal: p})
+	if !s.subs.add(uri, session, server, p) {
+		// A concurrent subscribe of the session's won: one subscription
+		// upstream for it, not two.
+		_ = subs.Unsubscribe(ctx, server, uri)
+	}
 	return true
 }
 
 // unsubscribeUpstream ends sub's subscription to uri upstream (the pool
 // tells the upstream when it was the principal's last).
 func (s *Server) unsubscribeUpstream(sub subscription, uri string) {
-	ctx := idp.WithPrincipal(context.Background(), sub.principal)
+	ctx := idp.WithPrincipal(context.Background(), sub.principal.Load())
 	if err := s.upstreamSubs().Unsubscribe(ctx, sub.server, uri); err != nil {
 		s.log.Warn("upstream resources/unsubscribe failed", "upstream", sub.server, "error", err)
 	}
@@ -234,13 +275,14 @@ func (s *Server) resourceUpdated(server, principal string, params map[string]any
 	ctx := context.Background()
 	may := map[string]bool{} // principal fingerprint -> may read
 	for id, sub := range subs {
-		if principal != "" && sub.principal.Key() != principal {
+		p := sub.principal.Load()
+		if principal != "" && p.Key() != principal {
 			continue
 		}
-		fp := sub.principal.Fingerprint()
+		fp := p.Fingerprint()
 		ok, decided := may[fp]
 		if !decided {
-			ok = s.mayRead(ctx, sub.principal, uri, template)
+			ok = s.mayRead(ctx, p, uri, template)
 			may[fp] = ok
 		}
 		if !ok {

@@ -186,3 +186,39 @@ func TestUpstreamPromptAndResourceListChangedRelistsAtOnce(t *testing.T) {
 	waitFor(t, "the added prompt", func() bool { return slices.Contains(promptNames(t, c), "up_added") })
 	waitFor(t, "prompts/list_changed", func() bool { return prompts.Load() > 0 })
 }
+
+// An update is decided for the claims of the session's latest token, not
+// those it subscribed with: a principal whose new token lacks the
+// permission is no longer told.
+func TestResourceUpdatesFollowTheSessionsLatestToken(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withOthers(up.URL), func(c *config.Config, _ *server.Options) {
+		if err := os.WriteFile(filepath.Join(c.Policy.Dir, "data.json"), []byte(liveData("live")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	aud := []string{g.Config.ResourceURL()}
+	dave, _ := listener(t, g, tn.Token(idptest.Claims{Sub: "dave", Audience: aud, Permissions: []string{"live"}}))
+	erin, _ := listener(t, g, tn.Token(idptest.Claims{Sub: "erin", Audience: aud, Permissions: []string{"live"}}))
+	daveN, erinN := updates(dave), updates(erin)
+	for _, c := range []*client.Client{dave, erin} {
+		if err := subscribe(c, upstreamtest.LiveURI); err != nil {
+			t.Fatal(err)
+		}
+	}
+	up.Update()
+	waitFor(t, "both updates", func() bool { return daveN.Load() == 1 && erinN.Load() == 1 })
+
+	// Dave's session goes on with a token without the permission.
+	resp := g.rawPost(tn.Token(idptest.Claims{Sub: "dave", Audience: aud}), dave.GetSessionId(), `{"jsonrpc":"2.0","id":9,"method":"ping"}`)
+	if _, rpcErr := resultOf(t, rpcBody(t, resp)); rpcErr != nil {
+		t.Fatalf("ping: %s", rpcErr)
+	}
+	up.Update()
+	up.Update()
+	waitFor(t, "erin's updates", func() bool { return erinN.Load() == 3 })
+	if n := daveN.Load(); n != 1 {
+		t.Errorf("dave got %d updates, want 1: his token no longer grants the resource", n)
+	}
+}
