@@ -107,6 +107,9 @@ type Server struct {
 	others      UpstreamOthers
 	promptNames atomic.Pointer[map[string]bool]
 	subs        subscriptions // the client sessions' resource subscriptions (subscribe.go)
+	// othersServed are the prompts and resources as last served (under
+	// upstreamMu).
+	othersServed othersServed
 }
 
 // SessionIdleTTL is how long an MCP session may stay idle before it is

@@ -182,9 +182,24 @@ func TestUpstreamPromptAndResourceListChangedRelistsAtOnce(t *testing.T) {
 		t.Errorf("read the added resource: %+v, %v", res, err)
 	}
 
+	if n := prompts.Load(); n != 0 {
+		t.Errorf("%d prompts/list_changed for a change of resources", n)
+	}
+
 	up.AddPrompt("added")
 	waitFor(t, "the added prompt", func() bool { return slices.Contains(promptNames(t, c), "up_added") })
 	waitFor(t, "prompts/list_changed", func() bool { return prompts.Load() > 0 })
+
+	// A change of tools tells nothing of prompts and resources: the
+	// resource added next is the first news after it, on the same stream.
+	p, r := prompts.Load(), resources.Load()
+	up.AddTool("extra")
+	up.AddResource("test://doc/second", "second")
+	waitFor(t, "the second resources/list_changed", func() bool { return resources.Load() > r })
+	if n := prompts.Load(); n != p || resources.Load() != r+1 {
+		t.Errorf("after a tool and a resource were added: %d more prompts/list_changed, %d more resources/list_changed; want 0 and 1",
+			n-p, resources.Load()-r)
+	}
 }
 
 // An update is decided for the claims of the session's latest token, not
@@ -220,5 +235,49 @@ func TestResourceUpdatesFollowTheSessionsLatestToken(t *testing.T) {
 	waitFor(t, "erin's updates", func() bool { return erinN.Load() == 3 })
 	if n := daveN.Load(); n != 1 {
 		t.Errorf("dave got %d updates, want 1: his token no longer grants the resource", n)
+	}
+}
+
+// With sessions: shared, every principal's subscription to a URI is one
+// upstream subscription on the shared session, ended with the last.
+func TestResourceSubscriptionsOnASharedUpstreamSession(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withOthers(up.URL), func(c *config.Config, _ *server.Options) {
+		c.Upstreams[0].Sessions = "shared"
+		if err := os.WriteFile(filepath.Join(c.Policy.Dir, "data.json"), []byte(liveData("live")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	aud := []string{g.Config.ResourceURL()}
+	alice, _ := listener(t, g, tn.Token(idptest.Claims{Sub: "alice", Audience: aud, Permissions: []string{"live"}}))
+	carol, _ := listener(t, g, tn.Token(idptest.Claims{Sub: "carol", Audience: aud, Permissions: []string{"live"}}))
+	aliceN, carolN := updates(alice), updates(carol)
+	for _, c := range []*client.Client{alice, carol} {
+		if err := subscribe(c, upstreamtest.LiveURI); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := up.Subscribers(upstreamtest.LiveURI); n != 1 {
+		t.Errorf("upstream subscribers: %d, want 1", n)
+	}
+	up.Update()
+	waitFor(t, "both updates", func() bool { return aliceN.Load() == 1 && carolN.Load() == 1 })
+	if err := unsubscribe(alice, upstreamtest.LiveURI); err != nil {
+		t.Fatal(err)
+	}
+	if n := up.Subscribers(upstreamtest.LiveURI); n != 1 {
+		t.Errorf("upstream subscribers after alice's unsubscribe: %d, want 1", n)
+	}
+	up.Update()
+	waitFor(t, "carol's second update", func() bool { return carolN.Load() == 2 })
+	if n := aliceN.Load(); n != 1 {
+		t.Errorf("alice got %d updates after unsubscribing", n)
+	}
+	if err := unsubscribe(carol, upstreamtest.LiveURI); err != nil {
+		t.Fatal(err)
+	}
+	if n := up.Subscribers(upstreamtest.LiveURI); n != 0 {
+		t.Errorf("upstream subscribers after the last unsubscribe: %d", n)
 	}
 }
