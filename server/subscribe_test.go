@@ -98,6 +98,22 @@ func TestResourceUpdatesReachOnlySubscribersThatMayRead(t *testing.T) {
 		t.Errorf("upstream subscribers: %d, want 2", n)
 	}
 
+	// Subscribes are decisions: logged with the URI, counted by upstream.
+	var sawHidden, sawAllowed bool
+	for _, l := range g.decisionLines() {
+		if l["action"] == "resources/subscribe" && l["resource"] == upstreamtest.LiveURI && l["server"] == "up" {
+			principal, _ := l["principal"].(map[string]any)
+			sawHidden = sawHidden || principal["sub"] == "bob" && l["reason_code"] == "not_visible"
+			sawAllowed = sawAllowed || principal["sub"] == "alice" && l["result"] == "allow"
+		}
+	}
+	if !sawHidden || !sawAllowed {
+		t.Errorf("decision log: bob's hidden subscribe %v, alice's allowed %v:\n%v", sawHidden, sawAllowed, g.decisionLines())
+	}
+	if m := g.scrape(g.URL + "/metrics"); !strings.Contains(m, `action="resources/subscribe",reason="not_visible",result="deny",tool="up"`) {
+		t.Errorf("metrics:\n%s", grepLines(m, "toolgate_policy_decisions_total"))
+	}
+
 	up.Update()
 	waitFor(t, "the subscribers' updates", func() bool { return aliceN.Load() == 1 && carol1N.Load() == 1 && carol2N.Load() == 1 })
 	if res, err := alice.ReadResource(context.Background(), readRequest(upstreamtest.LiveURI)); err != nil || res.Contents[0].(mcp.TextResourceContents).Text != "count 1" {
