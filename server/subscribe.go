@@ -41,9 +41,10 @@ import (
 type UpstreamSubscriptions interface {
 	// Subscribable reports whether an upstream advertises resources.subscribe.
 	Subscribable() bool
-	// Subscribe and Unsubscribe forward for the principal in ctx.
-	Subscribe(ctx context.Context, server, uri string) error
-	Unsubscribe(ctx context.Context, server, uri string) error
+	// Subscribe and Unsubscribe forward for the principal in ctx, for the
+	// client session holder.
+	Subscribe(ctx context.Context, server, uri, holder string) error
+	Unsubscribe(ctx context.Context, server, uri, holder string) error
 }
 
 // subscription is one client session's subscription to a URI.
@@ -72,20 +73,13 @@ func (s *subscriptions) seen(session string, p *idp.Principal) {
 	}
 }
 
-func (s *subscriptions) get(uri, session string) (subscription, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sub, ok := s.byURI[uri][session]
-	return sub, ok
-}
-
-// add records session's subscription to uri on server for p; false if it
-// had one already.
-func (s *subscriptions) add(uri, session, server string, p *idp.Principal) bool {
+// add records session's subscription to uri on server for p, unless it
+// has one.
+func (s *subscriptions) add(uri, session, server string, p *idp.Principal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.byURI[uri][session]; ok {
-		return false
+		return
 	}
 	if s.byURI == nil {
 		s.byURI = map[string]map[string]subscription{}
@@ -97,7 +91,6 @@ func (s *subscriptions) add(uri, session, server string, p *idp.Principal) bool 
 	sp.Store(p)
 	v, _ := s.principals.LoadOrStore(session, sp)
 	s.byURI[uri][session] = subscription{server: server, principal: v.(*sessionPrincipal)}
-	return true
 }
 
 // forgetPrincipal drops session's principal once it has no subscription;
@@ -196,7 +189,7 @@ func (s *Server) subscription(w http.ResponseWriter, ctx context.Context, method
 			return true
 		}
 		if sub, ok := s.subs.remove(uri, session); ok {
-			s.unsubscribeUpstream(sub, uri)
+			s.unsubscribeUpstream(session, sub, uri)
 		}
 		return true
 	}
@@ -218,11 +211,10 @@ func (s *Server) subscription(w http.ResponseWriter, ctx context.Context, method
 		writeRPCError(w, msg.ID, mcp.INVALID_REQUEST, "resources/subscribe needs an MCP session")
 		return false
 	}
-	if _, ok := s.subs.get(uri, session); ok {
-		return true // subscribed already: nothing more upstream
-	}
+	// Forwarded even when the session subscribed already: the upstream
+	// session that held it may have been lost since.
 	p, _ := idp.PrincipalFrom(ctx)
-	if err := subs.Subscribe(ctx, server, uri); err != nil {
+	if err := subs.Subscribe(ctx, server, uri, session); err != nil {
 		code := mcp.INTERNAL_ERROR
 		if errors.Is(err, upstream.ErrNoSubscriptions) {
 			code = mcp.METHOD_NOT_FOUND
@@ -230,19 +222,15 @@ func (s *Server) subscription(w http.ResponseWriter, ctx context.Context, method
 		writeRPCError(w, msg.ID, code, err.Error())
 		return false
 	}
-	if !s.subs.add(uri, session, server, p) {
-		// A concurrent subscribe of the session's won: one subscription
-		// upstream for it, not two.
-		_ = subs.Unsubscribe(ctx, server, uri)
-	}
+	s.subs.add(uri, session, server, p)
 	return true
 }
 
-// unsubscribeUpstream ends sub's subscription to uri upstream (the pool
-// tells the upstream when it was the principal's last).
-func (s *Server) unsubscribeUpstream(sub subscription, uri string) {
+// unsubscribeUpstream ends session's subscription to uri upstream (the
+// pool tells the upstream when it was the last on its upstream session).
+func (s *Server) unsubscribeUpstream(session string, sub subscription, uri string) {
 	ctx := idp.WithPrincipal(context.Background(), sub.principal.Load())
-	if err := s.upstreamSubs().Unsubscribe(ctx, sub.server, uri); err != nil {
+	if err := s.upstreamSubs().Unsubscribe(ctx, sub.server, uri, session); err != nil {
 		s.log.Warn("upstream resources/unsubscribe failed", "upstream", sub.server, "error", err)
 	}
 }
@@ -253,7 +241,7 @@ func (s *Server) sessionEnded(id string) {
 		return
 	}
 	for uri, sub := range s.subs.removeSession(id) {
-		go s.unsubscribeUpstream(sub, uri)
+		go s.unsubscribeUpstream(id, sub, uri)
 	}
 }
 

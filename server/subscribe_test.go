@@ -88,7 +88,7 @@ func TestResourceUpdatesReachOnlySubscribersThatMayRead(t *testing.T) {
 		}
 	}
 
-	for _, c := range []*client.Client{alice, carol1, carol2} {
+	for _, c := range []*client.Client{alice, carol1, carol2, carol2} { // carol2's second is one subscription
 		if err := subscribe(c, upstreamtest.LiveURI); err != nil {
 			t.Fatalf("subscribe: %v", err)
 		}

@@ -14,8 +14,10 @@ import (
 // docs/configuration.md, "Prompts and resources of upstreams"). The gate
 // decides a client's resources/subscribe and tracks which client session
 // subscribed to what; the pool forwards it on the principal's session with
-// the upstream, once per URI and session however many client sessions ask,
-// and resources/unsubscribe when the last of them goes. The upstream's
+// the upstream, once per URI and session however many client sessions
+// (holders) ask, and resources/unsubscribe when the last of them goes. A
+// holder that subscribes again after its upstream session was lost is
+// subscribed on the new one. The upstream's
 // notifications/resources/updated go to Options.OnResourceUpdated with the
 // principal of the session they came on.
 //
@@ -51,9 +53,10 @@ func (u *Upstream) subscribable() bool {
 // advertise resources.subscribe.
 var ErrNoSubscriptions = errors.New("resources subscribe not supported")
 
-// Subscribe subscribes the principal in ctx to uri on the upstream server
-// (as Route chose). The upstream's error, if it answers one, is returned.
-func (p *Pool) Subscribe(ctx context.Context, server, uri string) error {
+// Subscribe subscribes holder (a client session) of the principal in ctx
+// to uri on the upstream server (as Route chose). The upstream's error, if
+// it answers one, is returned.
+func (p *Pool) Subscribe(ctx context.Context, server, uri, holder string) error {
 	u := p.upstream(server)
 	if u == nil {
 		return fmt.Errorf("no upstream %s", server)
@@ -69,23 +72,25 @@ func (p *Pool) Subscribe(ctx context.Context, server, uri string) error {
 		sub = s
 		return s, key, err
 	}
-	if s, _ := u.subscribedSession(ctx); s != nil && s.subs[uri] > 0 {
-		s.subs[uri]++ // subscribed upstream already
+	if s, _ := u.subscribedSession(ctx); s != nil && len(s.subs[uri]) > 0 {
+		s.subs[uri][holder] = true // subscribed upstream already
 		return nil
 	}
 	if _, err := u.sendVia(ctx, get, mcp.MethodResourcesSubscribe, map[string]any{"uri": uri}); err != nil {
 		return err
 	}
-	if sub.subs[uri]++; sub.subs[uri] == 1 {
+	if sub.subs[uri] == nil {
+		sub.subs[uri] = map[string]bool{}
 		sub.subscribed.Add(1)
 	}
+	sub.subs[uri][holder] = true
 	return nil
 }
 
-// Unsubscribe ends one subscription of the principal in ctx to uri on
-// server; the last one on its session is ended upstream too. Without a
-// subscription it does nothing.
-func (p *Pool) Unsubscribe(ctx context.Context, server, uri string) error {
+// Unsubscribe ends holder's subscription to uri on server; the last one on
+// its upstream session is ended upstream too. Without a subscription it
+// does nothing.
+func (p *Pool) Unsubscribe(ctx context.Context, server, uri, holder string) error {
 	u := p.upstream(server)
 	if u == nil {
 		return nil
@@ -93,10 +98,10 @@ func (p *Pool) Unsubscribe(ctx context.Context, server, uri string) error {
 	u.subMu.Lock()
 	defer u.subMu.Unlock()
 	s, key := u.subscribedSession(ctx)
-	if s == nil || s.subs[uri] == 0 {
+	if s == nil || !s.subs[uri][holder] {
 		return nil
 	}
-	if s.subs[uri]--; s.subs[uri] > 0 {
+	if delete(s.subs[uri], holder); len(s.subs[uri]) > 0 {
 		return nil
 	}
 	delete(s.subs, uri)

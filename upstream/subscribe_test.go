@@ -26,8 +26,8 @@ func TestSubscribedSessionOutlivesTheIdleSweep(t *testing.T) {
 		t.Fatal("the upstream advertises resources.subscribe, the pool says no")
 	}
 	ctx := asPrincipal("alice")
-	for range 2 { // the second is counted, not sent
-		if err := p.Subscribe(ctx, "up", upstreamtest.LiveURI); err != nil {
+	for _, holder := range []string{"s1", "s2", "s1"} { // one subscription upstream for all
+		if err := p.Subscribe(ctx, "up", upstreamtest.LiveURI, holder); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -60,9 +60,12 @@ func TestSubscribedSessionOutlivesTheIdleSweep(t *testing.T) {
 		t.Fatal("no update")
 	}
 
-	for range 2 {
-		if err := p.Unsubscribe(ctx, "up", upstreamtest.LiveURI); err != nil {
+	for _, holder := range []string{"s1", "s1", "s2"} {
+		if err := p.Unsubscribe(ctx, "up", upstreamtest.LiveURI, holder); err != nil {
 			t.Fatal(err)
+		}
+		if holder == "s1" && up.Subscribers(upstreamtest.LiveURI) != 1 {
+			t.Fatal("unsubscribed upstream while s2 holds the subscription")
 		}
 	}
 	if n := len(requestsOf(up, "resources/unsubscribe")); n != 1 || up.Subscribers(upstreamtest.LiveURI) != 0 {

@@ -333,10 +333,10 @@ type session struct {
 	closed   func()       // after c is closed
 	lastUsed atomic.Int64 // unix nanoseconds
 	busy     atomic.Int32 // calls in flight: an idle sweep leaves it
-	// subs counts the clients' subscriptions per URI on this session
-	// (subscribe.go; under Upstream.subMu); subscribed is how many URIs:
-	// an idle sweep leaves a session with any.
-	subs       map[string]int
+	// subs are the holders (client sessions) of the subscription to each
+	// URI on this session (subscribe.go; under Upstream.subMu); subscribed
+	// is how many URIs: an idle sweep leaves a session with any.
+	subs       map[string]map[string]bool
 	subscribed atomic.Int32
 }
 
@@ -715,7 +715,7 @@ func (u *Upstream) processes(delta int64) {
 // owner is the principal whose session it is (nil: the listing or shared
 // session); listen keeps a Streamable HTTP session's GET stream open.
 func (u *Upstream) dial(owner *idp.Principal, listen bool) *session {
-	s := &session{ready: make(chan struct{}), closed: func() {}, subs: map[string]int{}}
+	s := &session{ready: make(chan struct{}), closed: func() {}, subs: map[string]map[string]bool{}}
 	s.lastUsed.Store(time.Now().UnixNano())
 	go func() {
 		defer close(s.ready)
