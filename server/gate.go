@@ -50,6 +50,7 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 	}
 	out := mcpWriter(w)
 	if session != "" {
+		s.subs.seen(session, p)
 		ctx = context.WithValue(ctx, sessionKey{}, session)
 		out = &listFilter{HTTPResponseWriter: out, told: &s.sessions.told, session: session}
 	}
@@ -112,6 +113,11 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 				if req.Context, served = s.decideOther(out, req.Context, rpc.Method, body, modern); !served {
 					return
 				}
+			}
+		case string(mcp.MethodResourcesSubscribe), string(mcp.MethodResourcesUnsubscribe):
+			// Removed by the 2026-07-28 core: mcp-go refuses them there.
+			if s.others != nil && !modern && !s.subscription(out, req.Context, rpc.Method, body, session) {
+				return
 			}
 		case string(mcp.MethodToolsCall):
 			d := s.decide(req.Context, p, rpc.Params.Name, rpc.Params.Arguments)

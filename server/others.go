@@ -73,6 +73,8 @@ func (s *Server) othersOptions(up Upstreams, hooks *mcpserver.Hooks) []mcpserver
 	}
 	s.others = others
 	s.promptNames.Store(new(map[string]bool))
+	hooks.AddAfterInitialize(s.advertiseSubscribe)
+	hooks.AddBeforeSubscriptionsListen(s.noListenSubscriptions)
 	hooks.AddAfterListResources(func(ctx context.Context, _ any, _ *mcp.ListResourcesRequest, res *mcp.ListResourcesResult) {
 		visible := s.visibleResources(ctx)
 		kept := res.Resources[:0:0]
@@ -95,7 +97,10 @@ func (s *Server) othersOptions(up Upstreams, hooks *mcpserver.Hooks) []mcpserver
 	})
 	return []mcpserver.ServerOption{
 		mcpserver.WithPromptCapabilities(true),
-		mcpserver.WithResourceCapabilities(false, true),
+		// subscribe: mcp-go answers an allowed resources/subscribe only
+		// with it; initialize advertises it as the upstreams do
+		// (advertiseSubscribe).
+		mcpserver.WithResourceCapabilities(true, true),
 		mcpserver.WithCompletions(),
 		mcpserver.WithPromptFilter(s.filterPrompts),
 		mcpserver.WithPromptHandlerMiddleware(s.enforcePrompt),
@@ -105,14 +110,22 @@ func (s *Server) othersOptions(up Upstreams, hooks *mcpserver.Hooks) []mcpserver
 }
 
 // othersChanged serves the upstreams' prompts and resources as they are
-// now: the policy's catalog first, then mcp-go's lists (which tell the
-// sessions: MCP server/prompts and server/resources, "List Changed
-// Notification").
+// now: the policy's catalog first, then mcp-go's lists (which tell every
+// session: MCP server/prompts and server/resources, "List Changed
+// Notification"). A kind that did not change is left as it is, so that an
+// upstream's tool change tells no session its prompts or resources
+// changed. The caller holds upstreamMu.
 func (s *Server) othersChanged() {
 	if s.others == nil {
 		return
 	}
 	prompts, resources, templates := s.others.Prompts(), s.others.Resources(), s.others.ResourceTemplates()
+	served := othersServed{prompts: definitions(prompts, func(p upstream.Prompt) []any { return []any{p.Server, p.Prompt} }),
+		resources: definitions(resources, func(r upstream.Resource) []any { return []any{r.Server, r.Resource} }),
+		templates: definitions(templates, func(t upstream.ResourceTemplate) []any { return []any{t.Server, t.Template} })}
+	if served == s.othersServed {
+		return
+	}
 	if ps, ok := s.policy.(PromptsSetter); ok {
 		pc := make([]policy.Prompt, 0, len(prompts))
 		for _, p := range prompts {
@@ -135,24 +148,46 @@ func (s *Server) othersChanged() {
 			return
 		}
 	}
-	names := make([]string, 0, len(prompts))
-	sp := make([]mcpserver.ServerPrompt, 0, len(prompts))
-	for _, p := range prompts {
-		names = append(names, p.Prompt.Name)
-		sp = append(sp, p.ServerPrompt)
+	last := s.othersServed
+	s.othersServed = served
+	if served.prompts != last.prompts {
+		names := make([]string, 0, len(prompts))
+		sp := make([]mcpserver.ServerPrompt, 0, len(prompts))
+		for _, p := range prompts {
+			names = append(names, p.Prompt.Name)
+			sp = append(sp, p.ServerPrompt)
+		}
+		s.setPromptLabels(names)
+		s.mcp.SetPrompts(sp...)
 	}
-	s.setPromptLabels(names)
-	sr := make([]mcpserver.ServerResource, 0, len(resources))
-	for _, r := range resources {
-		sr = append(sr, mcpserver.ServerResource{Resource: r.Resource, Handler: s.readRouted})
+	if served.resources != last.resources {
+		sr := make([]mcpserver.ServerResource, 0, len(resources))
+		for _, r := range resources {
+			sr = append(sr, mcpserver.ServerResource{Resource: r.Resource, Handler: s.readRouted})
+		}
+		s.mcp.SetResources(sr...)
 	}
-	st := make([]mcpserver.ServerResourceTemplate, 0, len(templates))
-	for _, t := range templates {
-		st = append(st, mcpserver.ServerResourceTemplate{Template: t.Template, Handler: s.readRouted})
+	if served.templates != last.templates {
+		st := make([]mcpserver.ServerResourceTemplate, 0, len(templates))
+		for _, t := range templates {
+			st = append(st, mcpserver.ServerResourceTemplate{Template: t.Template, Handler: s.readRouted})
+		}
+		s.mcp.SetResourceTemplates(st...)
 	}
-	s.mcp.SetPrompts(sp...)
-	s.mcp.SetResources(sr...)
-	s.mcp.SetResourceTemplates(st...)
+}
+
+// othersServed are the prompts, resources and templates as last served:
+// their servers and definitions, as JSON.
+type othersServed struct{ prompts, resources, templates string }
+
+// definitions is the JSON of each item's upstream and definition (def).
+func definitions[T any](items []T, def func(T) []any) string {
+	out := make([]any, 0, len(items))
+	for _, x := range items {
+		out = append(out, def(x))
+	}
+	b, _ := json.Marshal(out)
+	return string(b)
 }
 
 // setPromptLabels bounds the metrics' prompt labels to the catalog, and
@@ -322,13 +357,7 @@ func (s *Server) decideOther(w http.ResponseWriter, ctx context.Context, method 
 	if json.Unmarshal(body, &msg) != nil || len(msg.ID) == 0 {
 		return ctx, true // not a request the gate can decide: mcp-go answers it
 	}
-	notFound := func(uri string) {
-		code := mcp.RESOURCE_NOT_FOUND
-		if modern {
-			code = mcp.INVALID_PARAMS
-		}
-		writeRPCError(w, msg.ID, code, fmt.Sprintf("handler not found for resource URI '%s': %s", uri, mcpserver.ErrResourceNotFound))
-	}
+	notFound := func(uri string) { writeResourceNotFound(w, msg.ID, uri, modern) }
 	var route otherRoute
 	var d policy.Decision
 	switch {

@@ -112,6 +112,15 @@ func (e *Events) UpstreamsChanged() {
 	}
 }
 
+// UpstreamResourceUpdated passes an upstream's
+// notifications/resources/updated to the client sessions subscribed that
+// may read the resource (upstream.Options.OnResourceUpdated).
+func (e *Events) UpstreamResourceUpdated(name, principal string, params map[string]any) {
+	if s := e.srv.Load(); s != nil {
+		s.resourceUpdated(name, principal, params)
+	}
+}
+
 // UpstreamRequest counts a request sent upstream (upstream.Options.OnRequest).
 func (e *Events) UpstreamRequest(name, method, outcome string, d time.Duration) {
 	if s := e.srv.Load(); s != nil {

@@ -106,6 +106,10 @@ type Server struct {
 	// when there are none; promptNames bound the metrics' prompt labels.
 	others      UpstreamOthers
 	promptNames atomic.Pointer[map[string]bool]
+	subs        subscriptions // the client sessions' resource subscriptions (subscribe.go)
+	// othersServed are the prompts and resources as last served (under
+	// upstreamMu).
+	othersServed othersServed
 }
 
 // SessionIdleTTL is how long an MCP session may stay idle before it is
@@ -168,6 +172,7 @@ func New(o Options) (*Server, error) {
 		s.tasks = append(slices.Clip(s.tasks), s.pingStore)
 	}
 	s.sessions = newSessions(o.SessionKey, func(n int) { s.metrics.sessionsActive.Set(float64(n)) })
+	s.sessions.onEnd = s.sessionEnded
 	if o.SessionEnds != nil && o.SessionKey != nil {
 		s.sessions.shared = &sharedEnds{o.SessionEnds, cfg.Limits.StoreTimeout, o.Logger}
 		s.tasks = append(slices.Clip(s.tasks), s.sessions.watchEnds)

@@ -34,10 +34,11 @@ type sessions struct {
 	open     int
 	onChange func(active int)
 	key      []byte
-	fleet    bool        // key is the fleet's: adopt the ids it verifies
-	ended    *ended      // ids deleted here or, told by shared, elsewhere: never adopted again (fleet only)
-	shared   *sharedEnds // the ends of the fleet's other replicas; nil: none
-	told     told        // the tool list each session knows (notify.go)
+	fleet    bool            // key is the fleet's: adopt the ids it verifies
+	ended    *ended          // ids deleted here or, told by shared, elsewhere: never adopted again (fleet only)
+	shared   *sharedEnds     // the ends of the fleet's other replicas; nil: none
+	told     told            // the tool list each session knows (notify.go)
+	onEnd    func(id string) // a session forgotten here (its subscriptions end)
 }
 
 var (
@@ -218,6 +219,9 @@ func (s *sessions) Terminate(id string) (isNotAllowed bool, err error) {
 		return false, nil
 	}
 	s.unlockAfter(owner.(string), -1)
+	if s.onEnd != nil {
+		s.onEnd(id)
+	}
 	return false, nil
 }
 

@@ -59,6 +59,7 @@ type others struct {
 	resources []Resource
 	templates []ResourceTemplate
 	raw       []byte
+	subscribe bool // the upstream advertises resources.subscribe
 }
 
 // listOthers lists what the upstream advertises besides tools. A list that
@@ -71,6 +72,7 @@ func (u *Upstream) listOthers(ctx context.Context, c *client.Client) others {
 		raws[0] = u.listKind(ctx, c, mcp.MethodPromptsList, "prompts")
 	}
 	if caps.Resources != nil {
+		o.subscribe = caps.Resources.Subscribe
 		raws[1] = u.listKind(ctx, c, mcp.MethodResourcesList, "resources")
 		raws[2] = u.listKind(ctx, c, mcp.MethodResourcesTemplatesList, "resourceTemplates")
 	}
@@ -193,7 +195,7 @@ func (u *Upstream) listPages(ctx context.Context, c *client.Client, method mcp.M
 	}
 }
 
-func (o others) equal(p others) bool { return bytes.Equal(o.raw, p.raw) }
+func (o others) equal(p others) bool { return bytes.Equal(o.raw, p.raw) && o.subscribe == p.subscribe }
 
 // Prompts are the prompts of the upstreams that are up, in configuration
 // order; a name taken by an earlier upstream is dropped.
@@ -418,10 +420,15 @@ func (c rawContents) MarshalJSON() ([]byte, error) { return c.raw, nil }
 // max_result_bytes as a tools/call is (call.go), and returns its result or
 // the upstream's JSON-RPC error.
 func (u *Upstream) send(ctx context.Context, method mcp.MCPMethod, params map[string]any) (json.RawMessage, error) {
+	return u.sendVia(ctx, u.sessionFor, method, params)
+}
+
+// sendVia is send on the session get gives.
+func (u *Upstream) sendVia(ctx context.Context, get func(context.Context) (*session, string, error), method mcp.MCPMethod, params map[string]any) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	s, key, err := u.sessionFor(ctx)
+	s, key, err := get(ctx)
 	if err != nil {
 		u.observe(ctx, method, start, err)
 		var ce *capError

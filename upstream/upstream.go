@@ -86,6 +86,10 @@ type Options struct {
 	// OnToolChange is told of each tool a pinned upstream withholds, once
 	// per new definition.
 	OnToolChange func(upstream string)
+	// OnResourceUpdated is told of each notifications/resources/updated an
+	// upstream sends (subscribe.go): the upstream, the principal key of
+	// the session it came on ("" for the shared session) and its params.
+	OnResourceUpdated func(upstream, principal string, params map[string]any)
 }
 
 // The MCP methods toolgate sends upstream, as OnRequest names them.
@@ -144,6 +148,9 @@ func New(cfgs []config.Upstream, o Options) (*Pool, error) {
 	}
 	if o.OnToolChange == nil {
 		o.OnToolChange = func(string) {}
+	}
+	if o.OnResourceUpdated == nil {
+		o.OnResourceUpdated = func(string, string, map[string]any) {}
 	}
 	ps, err := newPins(cfgs, o)
 	if err != nil {
@@ -325,6 +332,7 @@ type Upstream struct {
 	refresh chan struct{}     // a call failed, or tools/list_changed: list again now
 	procs   atomic.Int64      // stdio processes running
 	calls   sync.Map          // minted progress token -> *inflight (call.go)
+	subMu   sync.Mutex        // serialises subscribe and unsubscribe (subscribe.go)
 
 	mu       sync.Mutex
 	tried    bool // listed once, up or down, and what it found served
@@ -347,6 +355,11 @@ type session struct {
 	closed   func()       // after c is closed
 	lastUsed atomic.Int64 // unix nanoseconds
 	busy     atomic.Int32 // calls in flight: an idle sweep leaves it
+	// subs are the holders (client sessions) of the subscription to each
+	// URI on this session (subscribe.go; under Upstream.subMu); subscribed
+	// is how many URIs: an idle sweep leaves a session with any.
+	subs       map[string]map[string]bool
+	subscribed atomic.Int32
 }
 
 // keepCurrent lists the tools again every RefreshInterval, or at once when
@@ -603,7 +616,7 @@ func (u *Upstream) sessionFor(ctx context.Context) (*session, string, error) {
 			u.log.Warn("upstream at max_processes; a new principal is refused", "max_processes", u.cfg.MaxProcesses)
 			return nil, "", &capError{fmt.Sprintf("upstream %s is at its limit of %d processes; try again later", u.cfg.Name, u.cfg.MaxProcesses)}
 		}
-		s = u.dial(p)
+		s = u.dial(p, false)
 		u.sessions[key] = s
 	}
 	u.mu.Unlock()
@@ -616,7 +629,7 @@ func (u *Upstream) control(ctx context.Context) (*session, error) {
 	u.mu.Lock()
 	s := u.ctl
 	if s == nil {
-		s = u.dial(nil)
+		s = u.dial(nil, true)
 		u.ctl = s
 	}
 	u.mu.Unlock()
@@ -668,7 +681,7 @@ func (u *Upstream) sweepIdle() {
 		default:
 			continue // still dialling
 		}
-		if s.busy.Load() == 0 && s.lastUsed.Load() < cutoff {
+		if s.busy.Load() == 0 && s.subscribed.Load() == 0 && s.lastUsed.Load() < cutoff {
 			delete(u.sessions, k)
 			go s.close()
 		}
@@ -735,13 +748,13 @@ func (u *Upstream) processes(delta int64) {
 // dial opens a session in the background, bounded by the upstream's
 // timeout; the session lives until it is closed, whoever asked for it.
 // owner is the principal whose session it is (nil: the listing or shared
-// session).
-func (u *Upstream) dial(owner *idp.Principal) *session {
-	s := &session{ready: make(chan struct{}), closed: func() {}}
+// session); listen keeps a Streamable HTTP session's GET stream open.
+func (u *Upstream) dial(owner *idp.Principal, listen bool) *session {
+	s := &session{ready: make(chan struct{}), closed: func() {}, subs: map[string]map[string]bool{}}
 	s.lastUsed.Store(time.Now().UnixNano())
 	go func() {
 		defer close(s.ready)
-		s.c, s.err = u.connect(owner)
+		s.c, s.err = u.connect(owner, listen)
 		if s.c != nil && len(u.cfg.Command) > 0 {
 			u.processes(1)
 			s.closed = func() { u.processes(-1) }
@@ -753,17 +766,18 @@ func (u *Upstream) dial(owner *idp.Principal) *session {
 // connect starts the process or opens the HTTP session, and initializes it
 // (MCP lifecycle, "Initialization"), with the classic handshake every
 // current server speaks.
-func (u *Upstream) connect(owner *idp.Principal) (*client.Client, error) {
+func (u *Upstream) connect(owner *idp.Principal, listen bool) (*client.Client, error) {
 	var t transport.Interface
 	if u.cfg.URL != "" {
 		opts := []transport.StreamableHTTPCOption{transport.WithHTTPBasicClient(u.http),
 			transport.WithHTTPHeaders(u.headers), transport.WithHTTPLogger(u.log)}
-		if owner == nil {
+		if listen {
 			// The listing session keeps the GET stream open, on which an
 			// upstream sends notifications/tools/list_changed outside any
 			// request (MCP Streamable HTTP, "Listening for Messages from the
 			// Server"). A per-principal session gets it only within a
-			// call's answer: one stream per upstream, not per principal.
+			// call's answer: one stream per upstream, not per principal,
+			// but for a principal's subscriptions (subscribe.go).
 			// (Deprecated for the 2026-07-28 core, which toolgate's
 			// sessions do not speak: see WithLegacyProtocolOnly below.)
 			opts = append(opts, transport.WithContinuousListening())
@@ -787,12 +801,21 @@ func (u *Upstream) connect(owner *idp.Principal) (*client.Client, error) {
 	// protocol session, which the stateless 2026-07-28 core has not.
 	c := client.NewClient(t, client.WithLegacyProtocolOnly())
 	c.OnNotification(u.relayProgress(c))
-	// Any session's notifications/tools/list_changed means the tools
-	// served may be stale: list them again now (MCP server/tools, "List
-	// Changed Notification").
+	// Any session's notifications/tools/list_changed (or prompts', or
+	// resources') means what is served may be stale: list again now (MCP
+	// server/tools, server/prompts and server/resources, "List Changed
+	// Notification"). A resource's update goes to the gate (subscribe.go).
+	principal := ""
+	if owner != nil && u.cfg.Sessions != "shared" {
+		principal = owner.Key()
+	}
 	c.OnNotification(func(n mcp.JSONRPCNotification) {
-		if n.Method == string(mcp.MethodNotificationToolsListChanged) {
+		switch n.Method {
+		case string(mcp.MethodNotificationToolsListChanged), string(mcp.MethodNotificationPromptsListChanged),
+			string(mcp.MethodNotificationResourcesListChanged):
 			u.askRefresh()
+		case string(mcp.MethodNotificationResourceUpdated):
+			u.pool.opts.OnResourceUpdated(u.cfg.Name, principal, n.Params.AdditionalFields)
 		}
 	})
 	ctx, cancel := context.WithTimeout(u.pool.ctx, u.cfg.Timeout)

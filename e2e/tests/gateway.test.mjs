@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { ResourceUpdatedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { env, connectAs, inspector, text } from './lib.mjs';
 
 const byName = (a, b) => a.name.localeCompare(b.name);
@@ -324,4 +325,28 @@ test('resources: URIs unchanged, each user sees and reads exactly what the polic
   assert.deepEqual(await completion(completeId(erin.client, text)), await completion(completeId(direct['ev-stdio'], text)));
   assert.equal(await messageOf(completeId(dana.client, text), text),
     await messageOf(completeId(dana.client, 'demo://nothing/{id}'), 'demo://nothing/{id}'));
+});
+
+// Subscriptions (MCP server/resources, "Subscriptions"): decided like a
+// read, forwarded on the user's own ev-stdio process, whose
+// toggle-subscriber-updates tool has it send notifications/resources/updated
+// for the session's subscriptions at once and every 5 s.
+test('subscriptions: erin hears the updates of a resource she may read; dana\'s subscribe to it answers as for a missing one', async () => {
+  assert.equal(erin.client.getServerCapabilities()?.resources?.subscribe, true);
+  const uri = 'demo://resource/dynamic/text/3';
+  assert.equal(await messageOf(dana.client.subscribeResource({ uri }), uri),
+    await messageOf(dana.client.subscribeResource({ uri: 'demo://nothing/here' }), 'demo://nothing/here'));
+
+  const updated = new Promise(resolve => erin.client.setNotificationHandler(ResourceUpdatedNotificationSchema, n => {
+    if (n.params.uri === uri) resolve(n.params);
+  }));
+  await erin.client.subscribeResource({ uri });
+  const toggle = async () => text(await erin.client.callTool({ name: 'ev-stdio_toggle-subscriber-updates', arguments: {} }));
+  assert.match(await toggle(), /^Started/);
+  try {
+    assert.deepEqual(await updated, { uri });
+  } finally {
+    assert.match(await toggle(), /^Stopped/);
+    await erin.client.unsubscribeResource({ uri });
+  }
 });

@@ -204,7 +204,7 @@ func Upstreams(cfg *config.Config, ts []mcpserver.ServerTool, log *slog.Logger, 
 	o := upstream.Options{Logger: log, Reserved: reserved, Version: server.Version, Issuer: cfg.PublicURL, LockFile: cfg.LockFile}
 	if ev != nil {
 		o.OnChange, o.OnRequest, o.OnUp, o.OnProcesses = ev.UpstreamsChanged, ev.UpstreamRequest, ev.UpstreamUp, ev.UpstreamProcesses
-		o.OnToolChange = ev.UpstreamToolChanged
+		o.OnToolChange, o.OnResourceUpdated = ev.UpstreamToolChanged, ev.UpstreamResourceUpdated
 	}
 	return upstream.New(cfg.Upstreams, o)
 }

@@ -35,9 +35,10 @@ type Request struct {
 
 // Server is a running upstream.
 type Server struct {
-	URL string // its MCP endpoint
-	srv *httptest.Server
-	mcp *mcpserver.MCPServer
+	URL  string // its MCP endpoint
+	srv  *httptest.Server
+	mcp  *mcpserver.MCPServer
+	live *live
 
 	mu       sync.Mutex
 	requests []Request
@@ -56,10 +57,18 @@ const EchoSchema = `{"type":"object","properties":{"text":{"type":"string","desc
 // for the caller's token, then its answer) and big (an answer of the
 // requested size; as an event stream when the call has a progress token).
 func NewMCPServer() *mcpserver.MCPServer {
+	s, _ := newMCPServer()
+	return s
+}
+
+func newMCPServer() (*mcpserver.MCPServer, *live) {
+	l := newLive()
 	s := mcpserver.NewMCPServer("upstreamtest", "1", mcpserver.WithPromptCapabilities(true),
 		mcpserver.WithResourceCapabilities(true, true), mcpserver.WithCompletions(),
-		mcpserver.WithPromptCompletionProvider(completions{}), mcpserver.WithResourceCompletionProvider(completions{}))
+		mcpserver.WithPromptCompletionProvider(completions{}), mcpserver.WithResourceCompletionProvider(completions{}),
+		mcpserver.WithHooks(l.hooks()))
 	addPromptsAndResources(s)
+	l.add(s)
 	readOnly := true
 	s.AddTools(
 		mcpserver.ServerTool{
@@ -137,14 +146,15 @@ func NewMCPServer() *mcpserver.MCPServer {
 			},
 		},
 	)
-	return s
+	return s, l
 }
 
 // Start serves NewMCPServer over Streamable HTTP on 127.0.0.1 until the
 // test ends, with its tools/list extended by extra raw tools (to feed a
 // gateway names it must drop).
 func Start(t interface{ Cleanup(func()) }, extra ...json.RawMessage) *Server {
-	s := &Server{calls: map[string]int{}, mangle: map[string]func([]byte) []byte{}, mcp: NewMCPServer()}
+	s := &Server{calls: map[string]int{}, mangle: map[string]func([]byte) []byte{}}
+	s.mcp, s.live = newMCPServer()
 	h := mcpserver.NewStreamableHTTPServer(s.mcp)
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var msg struct {
