@@ -200,62 +200,43 @@ func (o others) equal(p others) bool { return bytes.Equal(o.raw, p.raw) && o.sub
 // Prompts are the prompts of the upstreams that are up, in configuration
 // order; a name taken by an earlier upstream is dropped.
 func (p *Pool) Prompts() []Prompt {
-	taken := map[string]string{}
-	var out []Prompt
-	for _, u := range p.ups {
-		u.mu.Lock()
-		list := u.others.prompts
-		u.mu.Unlock()
-		for _, x := range list {
-			if other, ok := taken[x.Prompt.Name]; ok {
-				u.log.Debug("upstream prompt dropped: another upstream has its name", "prompt", x.Prompt.Name, "other", other)
-				continue
-			}
-			taken[x.Prompt.Name] = u.cfg.Name
-			out = append(out, x)
-		}
-	}
-	return out
+	return firstClaims(p, func(o others) []Prompt { return o.prompts },
+		func(x Prompt) string { return x.Prompt.Name }, "prompt")
 }
 
 // Resources are the resources of the upstreams that are up, in
 // configuration order; a URI an earlier upstream serves is dropped.
 func (p *Pool) Resources() []Resource {
-	taken := map[string]string{}
-	var out []Resource
-	for _, u := range p.ups {
-		u.mu.Lock()
-		list := u.others.resources
-		u.mu.Unlock()
-		for _, x := range list {
-			if other, ok := taken[x.Resource.URI]; ok {
-				u.log.Debug("upstream resource dropped: another upstream serves its URI", "uri", x.Resource.URI, "other", other)
-				continue
-			}
-			taken[x.Resource.URI] = u.cfg.Name
-			out = append(out, x)
-		}
-	}
-	return out
+	return firstClaims(p, func(o others) []Resource { return o.resources },
+		func(x Resource) string { return x.Resource.URI }, "resource")
 }
 
 // ResourceTemplates are the resource templates of the upstreams that are
 // up, in configuration order; a template an earlier upstream lists is
 // dropped.
 func (p *Pool) ResourceTemplates() []ResourceTemplate {
+	return firstClaims(p, func(o others) []ResourceTemplate { return o.templates },
+		func(x ResourceTemplate) string { return x.Template.URITemplate.Raw() }, "resource template")
+}
+
+// firstClaims is, in configuration order, the items of every upstream
+// (list picks them from what it listed) whose key no earlier upstream
+// claimed; a later claim is dropped with a debug line naming what (the
+// kind of item) and the upstream that has it.
+func firstClaims[T any](p *Pool, list func(others) []T, key func(T) string, what string) []T {
 	taken := map[string]string{}
-	var out []ResourceTemplate
+	var out []T
 	for _, u := range p.ups {
 		u.mu.Lock()
-		list := u.others.templates
+		items := list(u.others)
 		u.mu.Unlock()
-		for _, x := range list {
-			key := x.Template.URITemplate.Raw()
-			if other, ok := taken[key]; ok {
-				u.log.Debug("upstream resource template dropped: another upstream lists it", "uri_template", key, "other", other)
+		for _, x := range items {
+			k := key(x)
+			if other, ok := taken[k]; ok {
+				u.log.Debug("upstream "+what+" dropped: another upstream has it", "key", k, "other", other)
 				continue
 			}
-			taken[key] = u.cfg.Name
+			taken[k] = u.cfg.Name
 			out = append(out, x)
 		}
 	}
