@@ -214,17 +214,14 @@ func (e *Engine) SetPromptsAndResources(prompts []Prompt, resources []Resource, 
 // the action, the catalogs of prompts and resources, and what it names.
 func (e *Engine) actionInput(p *idp.Principal, action string, t *Target) (ast.Value, error) {
 	d := e.extras.load()
-	principal, err := ast.InterfaceToValue(p.Input())
+	items, err := questionItems(p, action)
 	if err != nil {
 		return nil, err
 	}
-	items := [][2]*ast.Term{
-		ast.Item(ast.InternedTerm("principal"), ast.NewTerm(principal)),
-		ast.Item(ast.InternedTerm("action"), ast.StringTerm(action)),
+	items = append(items,
 		ast.Item(ast.InternedTerm("prompts"), ast.NewTerm(d.prompts)),
 		ast.Item(ast.InternedTerm("resources"), ast.NewTerm(d.resources)),
-		ast.Item(ast.InternedTerm("resource_templates"), ast.NewTerm(d.templates)),
-	}
+		ast.Item(ast.InternedTerm("resource_templates"), ast.NewTerm(d.templates)))
 	switch {
 	case t == nil:
 	case t.Prompt != "":

@@ -162,18 +162,26 @@ func argumentsValue(args []byte) (ast.Value, error) {
 	return ast.InterfaceToValue(v)
 }
 
-// items are the fields of the input but the arguments.
-func (c catalogInput) items(p *idp.Principal, action, tool string) ([][2]*ast.Term, error) {
-	d := c.cur.Load()
+// questionItems are the input's principal and action, which every
+// question carries, and room for the fields of its kind.
+func questionItems(p *idp.Principal, action string) ([][2]*ast.Term, error) {
 	principal, err := ast.InterfaceToValue(p.Input())
 	if err != nil {
 		return nil, err
 	}
-	items := [][2]*ast.Term{
+	return append(make([][2]*ast.Term, 0, 6),
 		ast.Item(ast.InternedTerm("principal"), ast.NewTerm(principal)),
-		ast.Item(ast.InternedTerm("action"), ast.StringTerm(action)),
-		ast.Item(ast.InternedTerm("tools"), ast.NewTerm(d.tools)),
+		ast.Item(ast.InternedTerm("action"), ast.StringTerm(action))), nil
+}
+
+// items are the fields of the input but the arguments.
+func (c catalogInput) items(p *idp.Principal, action, tool string) ([][2]*ast.Term, error) {
+	d := c.cur.Load()
+	items, err := questionItems(p, action)
+	if err != nil {
+		return nil, err
 	}
+	items = append(items, ast.Item(ast.InternedTerm("tools"), ast.NewTerm(d.tools)))
 	if action == ActionCall {
 		t, ok := d.byName[tool]
 		if !ok {
