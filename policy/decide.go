@@ -40,6 +40,14 @@ type Decision struct {
 	Err            error    // an evaluation error (the call is then denied)
 }
 
+// own is d with lists of its own, so that the cache's copy and the
+// caller's never share one.
+func (d Decision) own() Decision {
+	d.RequiredScopes = slices.Clone(d.RequiredScopes)
+	d.Limits = slices.Clone(d.Limits)
+	return d
+}
+
 // Visible evaluates visible_tools once for the whole catalog and returns
 // the names visible to p. The answer is shared: callers must not change it.
 // On an evaluation error nothing is visible.
@@ -123,9 +131,8 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 		key = callKey(tk, args)
 	}
 	if d, ok := c.calls.Get(key); ok {
+		d = d.own() // a value: callers may change theirs
 		d.ID = id
-		d.RequiredScopes = slices.Clone(d.RequiredScopes) // a value: callers may change theirs
-		d.Limits = slices.Clone(d.Limits)
 		return d
 	}
 	d, ok := Decision{}, false
@@ -138,10 +145,7 @@ func (e *Engine) DecideRaw(ctx context.Context, p *idp.Principal, tool string, a
 	if d.Err == nil {
 		// Errors are not cached: a cancelled or timed-out evaluation says
 		// nothing of the next one.
-		cached := d
-		cached.RequiredScopes = slices.Clone(d.RequiredScopes)
-		cached.Limits = slices.Clone(d.Limits)
-		c.calls.Add(key, cached)
+		c.calls.Add(key, d.own())
 	}
 	return d
 }
