@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -415,5 +416,43 @@ func TestGatewayAnonymousClientsGetUpstreamSessionsOfTheirOwn(t *testing.T) {
 	}
 	if other := upstreamSession(two); other == first {
 		t.Errorf("two anonymous addresses share the upstream session %q", first)
+	}
+}
+
+// Until the first listing of every upstream has ended, /readyz is 503 and
+// names the upstreams pending, so that a load balancer sends no client to
+// a catalog without their tools; once it has ended, ready.
+func TestGatewayNotReadyUntilTheFirstListingEnds(t *testing.T) {
+	up := upstreamtest.Start(t)
+	release := make(chan struct{})
+	held := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		http.Redirect(w, r, up.URL, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(held.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGateNotReady(t, []*idptest.Tenant{tn}, withUpstream(held.URL+"/mcp", true))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := g.readyz()
+		if code == http.StatusServiceUnavailable && fmt.Sprint(body["upstreams_pending"]) == "[up]" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz while the first listing is held: %d %v", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(release) // the held request fails (toolgate follows no redirect): the upstream is down, and tried
+	g.waitReady()
+	if code, body := g.readyz(); code != http.StatusOK || body["upstreams_pending"] != nil {
+		t.Errorf("readyz after the first listing: %d %v", code, body)
 	}
 }
