@@ -297,3 +297,26 @@ func TestResourceSubscriptionsOnASharedUpstreamSession(t *testing.T) {
 		t.Errorf("upstream subscribers after the last unsubscribe: %d", n)
 	}
 }
+
+// A resources/subscribe without an MCP session is refused before it
+// reaches the upstream: no update could ever be addressed to the client.
+func TestResourceSubscribeWithoutASessionIsRefused(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withOthers(up.URL), func(c *config.Config, _ *server.Options) {
+		if err := os.WriteFile(filepath.Join(c.Policy.Dir, "data.json"), []byte(liveData("live")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	aliceTok := tn.Token(idptest.Claims{Sub: "alice", Audience: []string{g.Config.ResourceURL()}, Permissions: []string{"live"}})
+	before := len(up.Requests())
+	body := string(rpcBody(t, g.rawPost(aliceTok, "", `{"jsonrpc":"2.0","id":3,"method":"resources/subscribe","params":{"uri":"`+upstreamtest.LiveURI+`"}}`)))
+	if _, e := resultOf(t, []byte(body)); e == nil || !strings.Contains(string(e), "needs an MCP session") {
+		t.Errorf("a subscribe without a session: %s", body)
+	}
+	for _, r := range up.Requests()[before:] {
+		if r.Method == "resources/subscribe" {
+			t.Errorf("a session-less subscribe reached the upstream: %s", r.Params)
+		}
+	}
+}
