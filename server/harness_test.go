@@ -334,6 +334,17 @@ func (g *gate) rawPost(token, session, body string, header ...string) *http.Resp
 	return resp
 }
 
+// deleteSession sends the owner's DELETE for session to g.
+func (g *gate) deleteSession(token, session string) int {
+	g.t.Helper()
+	resp, err := http.DefaultClient.Do(newMCPRequest(http.MethodDelete, g.URL, token, session, ""))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 func readAll(t testing.TB, r io.Reader) string {
 	t.Helper()
 	b, err := io.ReadAll(r)
