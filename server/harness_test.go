@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -343,6 +344,17 @@ func (g *gate) deleteSession(token, session string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// notifications counts the notifications of method that c gets.
+func notifications(c *client.Client, method string) *atomic.Int32 {
+	var n atomic.Int32
+	c.OnNotification(func(m mcp.JSONRPCNotification) {
+		if m.Method == method {
+			n.Add(1)
+		}
+	})
+	return &n
 }
 
 func readAll(t testing.TB, r io.Reader) string {

@@ -24,16 +24,10 @@ func liveData(permission string) string {
     "test://live/": {"any_of": {"permissions": ["`+permission+`"]}},`, 1)
 }
 
-// updates counts the notifications/resources/updated of the live resource
-// c gets.
+// updates counts the notifications/resources/updated c gets (the
+// upstream sends them for its live resource only).
 func updates(c *client.Client) *atomic.Int32 {
-	var n atomic.Int32
-	c.OnNotification(func(m mcp.JSONRPCNotification) {
-		if m.Method == mcp.MethodNotificationResourceUpdated && m.Params.AdditionalFields["uri"] == upstreamtest.LiveURI {
-			n.Add(1)
-		}
-	})
-	return &n
+	return notifications(c, mcp.MethodNotificationResourceUpdated)
 }
 
 func subscribe(c *client.Client, uri string) error {
@@ -175,15 +169,8 @@ func TestUpstreamPromptAndResourceListChangedRelistsAtOnce(t *testing.T) {
 		}
 	})
 	c, _ := listener(t, g, tn.Token(idptest.Claims{Sub: "alice", Audience: []string{g.Config.ResourceURL()}}))
-	var prompts, resources atomic.Int32
-	c.OnNotification(func(m mcp.JSONRPCNotification) {
-		switch m.Method {
-		case mcp.MethodNotificationPromptsListChanged:
-			prompts.Add(1)
-		case mcp.MethodNotificationResourcesListChanged:
-			resources.Add(1)
-		}
-	})
+	prompts := notifications(c, mcp.MethodNotificationPromptsListChanged)
+	resources := notifications(c, mcp.MethodNotificationResourcesListChanged)
 	if got := promptNames(t, c); slices.Contains(got, "up_added") {
 		t.Fatalf("before: %v", got)
 	}
