@@ -155,18 +155,17 @@ func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]
 	return visible
 }
 
+// decisionKey is the context key of the decision the gate made for a
+// request's tools/call (a *callDecision); requests of any other method
+// carry none.
 type decisionKey struct{}
-
-// toolDecision holds the decision the gate made for this request's call,
-// nil until it is made.
-type toolDecision struct{ *callDecision }
 
 // decisionMade is the decision the gate made for a call of tool in this
 // request, or nil: none was made, or it was for another name (mcp-go may
 // read a body's tool name otherwise than the gate did; see rpcscan_test.go).
 func decisionMade(ctx context.Context, tool string) *callDecision {
-	if d, ok := ctx.Value(decisionKey{}).(*toolDecision); ok && d.callDecision != nil && d.tool == tool {
-		return d.callDecision
+	if d, ok := ctx.Value(decisionKey{}).(*callDecision); ok && d.tool == tool {
+		return d
 	}
 	return nil
 }

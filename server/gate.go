@@ -42,9 +42,7 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	slot := &toolDecision{}
-	ctx := context.WithValue(idp.WithPrincipal(r.Context(), p), decisionKey{}, slot)
-	ctx = context.WithValue(ctx, ownerKey{}, owner)
+	ctx := context.WithValue(idp.WithPrincipal(r.Context(), p), ownerKey{}, owner)
 	if p.Provider == idp.ProviderAnonymous {
 		ctx = upstream.WithOwner(ctx, owner)
 	}
@@ -126,7 +124,7 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 				s.writeError(w, &stepUp{scopes: d.RequiredScopes, decisionID: d.ID})
 				return
 			}
-			slot.callDecision = d
+			req.Context = context.WithValue(req.Context, decisionKey{}, d)
 		}
 		if modern {
 			ctx, done := s.inflight.track(req.Context, owner, body)

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -163,12 +162,7 @@ func TestPolicyEditChangesToolsListWithoutRestart(t *testing.T) {
 	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
 	g := startGate(t, []*idptest.Tenant{tn})
 	c := g.connect(tn.Token(idptest.Claims{Audience: []string{g.Config.ResourceURL()}}), transport.WithContinuousListening())
-	var notified atomic.Int32
-	c.OnNotification(func(n mcp.JSONRPCNotification) {
-		if n.Method == string(mcp.MethodNotificationToolsListChanged) {
-			notified.Add(1)
-		}
-	})
+	notified := notifications(c, mcp.MethodNotificationToolsListChanged)
 	if got := sorted(toolNames(t, c)); !slices.Equal(got, []string{"add", "whoami"}) {
 		t.Fatalf("before: %v", got)
 	}

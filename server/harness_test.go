@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -332,6 +333,28 @@ func (g *gate) rawPost(token, session, body string, header ...string) *http.Resp
 	}
 	g.t.Cleanup(func() { resp.Body.Close() })
 	return resp
+}
+
+// deleteSession sends the owner's DELETE for session to g.
+func (g *gate) deleteSession(token, session string) int {
+	g.t.Helper()
+	resp, err := http.DefaultClient.Do(newMCPRequest(http.MethodDelete, g.URL, token, session, ""))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// notifications counts the notifications of method that c gets.
+func notifications(c *client.Client, method string) *atomic.Int32 {
+	var n atomic.Int32
+	c.OnNotification(func(m mcp.JSONRPCNotification) {
+		if m.Method == method {
+			n.Add(1)
+		}
+	})
+	return &n
 }
 
 func readAll(t testing.TB, r io.Reader) string {

@@ -32,7 +32,7 @@ func listener(t *testing.T, g *gate, token string) (*client.Client, *atomic.Int3
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	n := listChanges(c)
+	n := notifications(c, mcp.MethodNotificationToolsListChanged)
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -43,18 +43,6 @@ func listener(t *testing.T, g *gate, token string) (*client.Client, *atomic.Int3
 		t.Fatal(err)
 	}
 	return c, n
-}
-
-// listChanges counts the notifications/tools/list_changed c gets on its
-// GET stream.
-func listChanges(c *client.Client) *atomic.Int32 {
-	var n atomic.Int32
-	c.OnNotification(func(m mcp.JSONRPCNotification) {
-		if m.Method == string(mcp.MethodNotificationToolsListChanged) {
-			n.Add(1)
-		}
-	})
-	return &n
 }
 
 // An upstream's tools/list_changed reaches only the client sessions whose

@@ -24,17 +24,6 @@ func withFleetRedis(url string) gateOption {
 	}
 }
 
-// deleteSession sends the owner's DELETE for session to g.
-func (g *gate) deleteSession(token, session string) int {
-	g.t.Helper()
-	resp, err := http.DefaultClient.Do(newMCPRequest(http.MethodDelete, g.URL, token, session, ""))
-	if err != nil {
-		g.t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 // A DELETE on one replica ends the session on all of them (MCP
 // basic/transports, "Session Management": a server that ended a session
 // answers 404 to it): on the replica that created it and on one that had

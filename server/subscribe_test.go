@@ -24,16 +24,10 @@ func liveData(permission string) string {
     "test://live/": {"any_of": {"permissions": ["`+permission+`"]}},`, 1)
 }
 
-// updates counts the notifications/resources/updated of the live resource
-// c gets.
+// updates counts the notifications/resources/updated c gets (the
+// upstream sends them for its live resource only).
 func updates(c *client.Client) *atomic.Int32 {
-	var n atomic.Int32
-	c.OnNotification(func(m mcp.JSONRPCNotification) {
-		if m.Method == mcp.MethodNotificationResourceUpdated && m.Params.AdditionalFields["uri"] == upstreamtest.LiveURI {
-			n.Add(1)
-		}
-	})
-	return &n
+	return notifications(c, mcp.MethodNotificationResourceUpdated)
 }
 
 func subscribe(c *client.Client, uri string) error {
@@ -175,15 +169,8 @@ func TestUpstreamPromptAndResourceListChangedRelistsAtOnce(t *testing.T) {
 		}
 	})
 	c, _ := listener(t, g, tn.Token(idptest.Claims{Sub: "alice", Audience: []string{g.Config.ResourceURL()}}))
-	var prompts, resources atomic.Int32
-	c.OnNotification(func(m mcp.JSONRPCNotification) {
-		switch m.Method {
-		case mcp.MethodNotificationPromptsListChanged:
-			prompts.Add(1)
-		case mcp.MethodNotificationResourcesListChanged:
-			resources.Add(1)
-		}
-	})
+	prompts := notifications(c, mcp.MethodNotificationPromptsListChanged)
+	resources := notifications(c, mcp.MethodNotificationResourcesListChanged)
 	if got := promptNames(t, c); slices.Contains(got, "up_added") {
 		t.Fatalf("before: %v", got)
 	}
@@ -295,5 +282,28 @@ func TestResourceSubscriptionsOnASharedUpstreamSession(t *testing.T) {
 	}
 	if n := up.Subscribers(upstreamtest.LiveURI); n != 0 {
 		t.Errorf("upstream subscribers after the last unsubscribe: %d", n)
+	}
+}
+
+// A resources/subscribe without an MCP session is refused before it
+// reaches the upstream: no update could ever be addressed to the client.
+func TestResourceSubscribeWithoutASessionIsRefused(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withOthers(up.URL), func(c *config.Config, _ *server.Options) {
+		if err := os.WriteFile(filepath.Join(c.Policy.Dir, "data.json"), []byte(liveData("live")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	aliceTok := tn.Token(idptest.Claims{Sub: "alice", Audience: []string{g.Config.ResourceURL()}, Permissions: []string{"live"}})
+	before := len(up.Requests())
+	body := string(rpcBody(t, g.rawPost(aliceTok, "", `{"jsonrpc":"2.0","id":3,"method":"resources/subscribe","params":{"uri":"`+upstreamtest.LiveURI+`"}}`)))
+	if _, e := resultOf(t, []byte(body)); e == nil || !strings.Contains(string(e), "needs an MCP session") {
+		t.Errorf("a subscribe without a session: %s", body)
+	}
+	for _, r := range up.Requests()[before:] {
+		if r.Method == "resources/subscribe" {
+			t.Errorf("a session-less subscribe reached the upstream: %s", r.Params)
+		}
 	}
 }
