@@ -48,14 +48,25 @@ func (s *Server) decide(ctx context.Context, p *idp.Principal, tool string, args
 	s.metrics.evalTime[policy.ActionCall].Observe(eval.Seconds())
 	c := &callDecision{Decision: d, logged: d, principal: p, tool: tool, args: args,
 		code: DecisionCode(d), at: start.Add(eval), eval: eval}
-	c.result = resultOf(c.code)
-	if s.dryRun && c.result != resultAllow {
-		if c.result == resultDeny {
-			c.result = resultDryRunDeny
-		}
+	var waived bool
+	if c.result, waived = s.dryRunOf(resultOf(c.code)); waived {
 		c.Visible, c.Allowed, c.RequiredScopes, c.Err = true, true, nil, nil
 	}
 	return c
+}
+
+// dryRunOf is the result to record of a decision whose result is result,
+// and whether the refusal is waived: in dry-run (policy.dry_run) nothing
+// is refused, and a denial is recorded as dry_run_deny (an error stays an
+// error).
+func (s *Server) dryRunOf(result string) (recorded string, waived bool) {
+	if !s.dryRun || result == resultAllow {
+		return result, false
+	}
+	if result == resultDeny {
+		return resultDryRunDeny, true
+	}
+	return result, true
 }
 
 // DecisionCode is the reason code of a call's decision (docs/http.md): what

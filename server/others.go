@@ -299,15 +299,12 @@ func (s *Server) decideOtherAction(ctx context.Context, action string, t policy.
 	d := a.DecideAction(ctx, p, action, t)
 	eval := time.Since(start)
 	code := DecisionCode(d)
-	result := resultOf(code)
 	label := s.promptLabel(t.Prompt)
 	if t.Prompt == "" {
 		label = s.metrics.upstream(server)
 	}
-	if s.dryRun && result != resultAllow {
-		if result == resultDeny {
-			result = resultDryRunDeny
-		}
+	result, waived := s.dryRunOf(resultOf(code))
+	if waived {
 		d.Visible, d.Allowed, d.Err = true, true, nil
 	}
 	if d.Err != nil {

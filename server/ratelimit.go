@@ -54,11 +54,8 @@ func (s *Server) admit(ctx context.Context, c *callDecision) {
 	default:
 		return
 	}
-	c.result = resultOf(c.code)
-	if s.dryRun {
-		if c.result == resultDeny {
-			c.result = resultDryRunDeny
-		}
+	var waived bool
+	if c.result, waived = s.dryRunOf(resultOf(c.code)); waived {
 		return
 	}
 	c.Allowed = false
