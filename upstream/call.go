@@ -156,11 +156,11 @@ func (u *Upstream) relayProgress(c *client.Client) func(mcp.JSONRPCNotification)
 			return
 		}
 		token, _ := n.Params.AdditionalFields["progressToken"].(string)
-		v, ok := u.calls.Load(token)
-		if !ok || v.(*inflight).c != c {
+		v, _ := u.calls.Load(token)
+		f, ok := v.(*inflight)
+		if !ok || f.c != c {
 			return
 		}
-		f := v.(*inflight)
 		params := maps.Clone(n.Params.AdditionalFields)
 		params["progressToken"] = f.token
 		srv := mcpserver.ServerFromContext(f.ctx)
