@@ -77,15 +77,7 @@ func (u *Upstream) call(ctx context.Context, start time.Time, s *session, key, n
 		}
 		return mcp.NewToolResultError(err.Error()), nil
 	case err != nil && (ctx.Err() != nil || isTimeout(err)):
-		// The HTTP transport's own bound on the answer's headers is the
-		// timeout too: it may fire first.
-		timedOut := ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded)
-		if timedOut {
-			err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
-		}
-		u.observe(ctx, mcp.MethodToolsCall, start, err)
-		u.cancelUpstream(s, key, f.id, timedOut)
-		if timedOut {
+		if u.abandon(ctx, start, mcp.MethodToolsCall, s, key, f.id, err) {
 			return mcp.NewToolResultError(fmt.Sprintf("upstream %s did not answer within %s", u.cfg.Name, u.cfg.Timeout)), nil
 		}
 		return mcp.NewToolResultError("the call was cancelled"), nil
@@ -114,6 +106,21 @@ func (u *Upstream) call(ctx context.Context, start time.Time, s *session, key, n
 		return mcp.NewToolResultError(fmt.Sprintf("upstream %s answered a malformed result", u.cfg.Name)), nil
 	}
 	return result, nil
+}
+
+// abandon gives up request id of method on s, whose sending ended with err
+// because ctx ended or the transport timed out (the HTTP transport's own
+// bound on the answer's headers is the timeout too: it may fire first). The
+// request is observed as timed out or cancelled, and the upstream is told
+// (cancelUpstream). It reports whether the request timed out.
+func (u *Upstream) abandon(ctx context.Context, start time.Time, method mcp.MCPMethod, s *session, key string, id mcp.RequestId, err error) (timedOut bool) {
+	timedOut = ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded)
+	if timedOut {
+		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	u.observe(ctx, method, start, err)
+	u.cancelUpstream(s, key, id, timedOut)
+	return timedOut
 }
 
 // cancelUpstream tells the upstream that toolgate no longer waits for the

@@ -436,13 +436,7 @@ func (u *Upstream) sendVia(ctx context.Context, get func(context.Context) (*sess
 		}
 		return nil, err
 	case err != nil && (ctx.Err() != nil || isTimeout(err)):
-		timedOut := ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded)
-		if timedOut {
-			err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
-		}
-		u.observe(ctx, method, start, err)
-		u.cancelUpstream(s, key, f.id, timedOut)
-		if timedOut {
+		if u.abandon(ctx, start, method, s, key, f.id, err) {
 			return nil, fmt.Errorf("upstream %s did not answer within %s", u.cfg.Name, u.cfg.Timeout)
 		}
 		return nil, errors.New("the request was cancelled")
