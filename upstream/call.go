@@ -63,29 +63,14 @@ func (u *Upstream) call(ctx context.Context, start time.Time, s *session, key, n
 	res, err := s.c.GetTransport().SendRequest(context.WithValue(ctx, inflightKey{}, f), transport.JSONRPCRequest{
 		JSONRPC: mcp.JSONRPC_VERSION, ID: f.id, Method: string(mcp.MethodToolsCall), Params: params,
 	})
-	stdio, _ := s.c.GetTransport().(*stdioProcess)
-	tooLarge := f.tooLarge.Load() || (err != nil && stdio != nil && stdio.tooLarge.Load())
 	switch {
-	case tooLarge:
+	case u.overCap(s, key, f, err):
 		err = fmt.Errorf("upstream %s answered more than %s", u.cfg.Name, byteSize(u.cfg.MaxResultBytes))
 		u.observe(ctx, mcp.MethodToolsCall, start, err)
 		u.log.Warn("upstream answer over max_result_bytes; the call fails", "tool", name, "max_result_bytes", u.cfg.MaxResultBytes)
-		if stdio != nil {
-			// The process's output was cut in the middle of a line:
-			// nothing more can be read from it.
-			u.drop(key, s)
-		}
 		return mcp.NewToolResultError(err.Error()), nil
 	case err != nil && (ctx.Err() != nil || isTimeout(err)):
-		// The HTTP transport's own bound on the answer's headers is the
-		// timeout too: it may fire first.
-		timedOut := ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded)
-		if timedOut {
-			err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
-		}
-		u.observe(ctx, mcp.MethodToolsCall, start, err)
-		u.cancelUpstream(s, key, f.id, timedOut)
-		if timedOut {
+		if u.abandon(ctx, start, mcp.MethodToolsCall, s, key, f.id, err) {
 			return mcp.NewToolResultError(fmt.Sprintf("upstream %s did not answer within %s", u.cfg.Name, u.cfg.Timeout)), nil
 		}
 		return mcp.NewToolResultError("the call was cancelled"), nil
@@ -114,6 +99,37 @@ func (u *Upstream) call(ctx context.Context, start time.Time, s *session, key, n
 		return mcp.NewToolResultError(fmt.Sprintf("upstream %s answered a malformed result", u.cfg.Name)), nil
 	}
 	return result, nil
+}
+
+// overCap reports whether the answer to f on s, whose sending ended with
+// err, went past max_result_bytes: over Streamable HTTP the call's own
+// body was cut (capBodies); over stdio the process's output was, in the
+// middle of a line, so nothing more can be read from it and the session is
+// dropped.
+func (u *Upstream) overCap(s *session, key string, f *inflight, err error) bool {
+	stdio, _ := s.c.GetTransport().(*stdioProcess)
+	if !f.tooLarge.Load() && (err == nil || stdio == nil || !stdio.tooLarge.Load()) {
+		return false
+	}
+	if stdio != nil {
+		u.drop(key, s)
+	}
+	return true
+}
+
+// abandon gives up request id of method on s, whose sending ended with err
+// because ctx ended or the transport timed out (the HTTP transport's own
+// bound on the answer's headers is the timeout too: it may fire first). The
+// request is observed as timed out or cancelled, and the upstream is told
+// (cancelUpstream). It reports whether the request timed out.
+func (u *Upstream) abandon(ctx context.Context, start time.Time, method mcp.MCPMethod, s *session, key string, id mcp.RequestId, err error) (timedOut bool) {
+	timedOut = ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded)
+	if timedOut {
+		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	u.observe(ctx, method, start, err)
+	u.cancelUpstream(s, key, id, timedOut)
+	return timedOut
 }
 
 // cancelUpstream tells the upstream that toolgate no longer waits for the
@@ -156,11 +172,11 @@ func (u *Upstream) relayProgress(c *client.Client) func(mcp.JSONRPCNotification)
 			return
 		}
 		token, _ := n.Params.AdditionalFields["progressToken"].(string)
-		v, ok := u.calls.Load(token)
-		if !ok || v.(*inflight).c != c {
+		v, _ := u.calls.Load(token)
+		f, ok := v.(*inflight)
+		if !ok || f.c != c {
 			return
 		}
-		f := v.(*inflight)
 		params := maps.Clone(n.Params.AdditionalFields)
 		params["progressToken"] = f.token
 		srv := mcpserver.ServerFromContext(f.ctx)

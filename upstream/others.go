@@ -425,24 +425,14 @@ func (u *Upstream) sendVia(ctx context.Context, get func(context.Context) (*sess
 	res, err := s.c.GetTransport().SendRequest(context.WithValue(ctx, inflightKey{}, f), transport.JSONRPCRequest{
 		JSONRPC: mcp.JSONRPC_VERSION, ID: f.id, Method: string(method), Params: params,
 	})
-	stdio, _ := s.c.GetTransport().(*stdioProcess)
 	switch {
-	case f.tooLarge.Load() || (err != nil && stdio != nil && stdio.tooLarge.Load()):
+	case u.overCap(s, key, f, err):
 		err = &capError{fmt.Sprintf("upstream %s answered more than %s", u.cfg.Name, byteSize(u.cfg.MaxResultBytes))}
 		u.observe(ctx, method, start, err)
 		u.log.Warn("upstream answer over max_result_bytes; the request fails", "method", string(method), "max_result_bytes", u.cfg.MaxResultBytes)
-		if stdio != nil {
-			u.drop(key, s)
-		}
 		return nil, err
 	case err != nil && (ctx.Err() != nil || isTimeout(err)):
-		timedOut := ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded)
-		if timedOut {
-			err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
-		}
-		u.observe(ctx, method, start, err)
-		u.cancelUpstream(s, key, f.id, timedOut)
-		if timedOut {
+		if u.abandon(ctx, start, method, s, key, f.id, err) {
 			return nil, fmt.Errorf("upstream %s did not answer within %s", u.cfg.Name, u.cfg.Timeout)
 		}
 		return nil, errors.New("the request was cancelled")

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"iter"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -355,21 +356,31 @@ func (ps *pins) admit(u *Upstream, t *Tool) bool {
 // them. A call of one is decided tool_changed.
 func (p *Pool) Withheld() map[string]string {
 	out := map[string]string{}
-	for _, u := range p.ups {
-		if !u.cfg.Pin {
-			continue
-		}
-		for _, t := range u.tools() {
-			if !p.pins.admit(u, &t) {
-				out[t.Tool.Name] = u.cfg.Name
-			}
-		}
+	for u, t := range p.withheld() {
+		out[t.Tool.Name] = u.cfg.Name
 	}
 	return out
 }
 
-// check logs and counts each tool newly withheld, once per digest: it runs
-// before every OnChange (a listing changed, the lock changed), not per
+// withheld yields each tool a pinned upstream lists but does not serve,
+// with its upstream.
+func (p *Pool) withheld() iter.Seq2[*Upstream, Tool] {
+	return func(yield func(*Upstream, Tool) bool) {
+		for _, u := range p.ups {
+			if !u.cfg.Pin {
+				continue
+			}
+			for _, t := range u.tools() {
+				if !p.pins.admit(u, &t) && !yield(u, t) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// checkPins logs and counts each tool newly withheld, once per digest: it
+// runs before every OnChange (a listing changed, the lock changed), not per
 // request.
 func (p *Pool) checkPins() {
 	ps := p.pins
@@ -377,27 +388,19 @@ func (p *Pool) checkPins() {
 	defer ps.mu.Unlock()
 	lock := ps.lock.Load()
 	now := map[[2]string]string{}
-	for _, u := range p.ups {
-		if !u.cfg.Pin {
+	for u, t := range p.withheld() {
+		key := [2]string{u.cfg.Name, t.name}
+		now[key] = t.Digest
+		if ps.reported[key] == t.Digest {
 			continue
 		}
-		for _, t := range u.tools() {
-			if ps.admit(u, &t) {
-				continue
-			}
-			key := [2]string{u.cfg.Name, t.name}
-			now[key] = t.Digest
-			if ps.reported[key] == t.Digest {
-				continue
-			}
-			old := lock.digest(u.cfg.Name, t.name)
-			if old == "" {
-				old = "none"
-			}
-			u.log.Warn("upstream tool withheld: its definition is not the lock's; review it with `toolgate upstream diff`, accept it with `toolgate upstream lock`",
-				"tool", t.Tool.Name, "old_digest", old, "new_digest", t.Digest)
-			p.opts.OnToolChange(u.cfg.Name)
+		old := lock.digest(u.cfg.Name, t.name)
+		if old == "" {
+			old = "none"
 		}
+		u.log.Warn("upstream tool withheld: its definition is not the lock's; review it with `toolgate upstream diff`, accept it with `toolgate upstream lock`",
+			"tool", t.Tool.Name, "old_digest", old, "new_digest", t.Digest)
+		p.opts.OnToolChange(u.cfg.Name)
 	}
 	ps.reported = now
 }

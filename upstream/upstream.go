@@ -433,7 +433,10 @@ func (u *Upstream) list(ctx context.Context) (changed bool) {
 	s, err := u.control(ctx)
 	var raw []json.RawMessage
 	if err == nil {
-		raw, err = u.listRaw(ctx, s.c)
+		// Each tool's JSON as received, its schemas above all, is what
+		// reaches the client (mcp-go's typed schemas keep only some
+		// keywords).
+		raw, err = u.listPages(ctx, s.c, mcp.MethodToolsList, "tools")
 	}
 	u.pool.opts.OnUp(u.cfg.Name, err == nil)
 	if err != nil {
@@ -464,13 +467,6 @@ func (u *Upstream) list(ctx context.Context) (changed bool) {
 	}
 	u.up, u.lastErr, u.listed, u.raw = true, nil, tools, rawAll
 	return changed
-}
-
-// listRaw pages through tools/list. It asks the transport itself, so that
-// each tool's JSON, its schemas above all, reaches the client as the
-// upstream wrote it (mcp-go's typed schemas keep only some keywords).
-func (u *Upstream) listRaw(ctx context.Context, c *client.Client) ([]json.RawMessage, error) {
-	return u.listPages(ctx, c, mcp.MethodToolsList, "tools")
 }
 
 var listIDs atomic.Uint64

@@ -92,7 +92,6 @@ type live struct {
 	mu    sync.Mutex
 	count int
 	subs  map[string]map[string]bool // URI -> subscribed session ids
-	srv   *mcpserver.MCPServer
 }
 
 func newLive() *live { return &live{subs: map[string]map[string]bool{}} }
@@ -120,7 +119,6 @@ func (l *live) hooks() *mcpserver.Hooks {
 }
 
 func (l *live) add(s *mcpserver.MCPServer) {
-	l.srv = s
 	s.AddResource(mcp.NewResource(LiveURI, "counter", mcp.WithMIMEType("text/plain")),
 		func(_ context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
 			l.mu.Lock()
