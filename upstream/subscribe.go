@@ -6,8 +6,6 @@ import (
 	"fmt"
 
 	"github.com/mark3labs/mcp-go/mcp"
-
-	"github.com/toolgate/toolgate/idp"
 )
 
 // Resource subscriptions (MCP server/resources, "Subscriptions"; issue 16,
@@ -117,11 +115,11 @@ func (u *Upstream) subscriptionSession(ctx context.Context) (*session, string, e
 	if u.cfg.Sessions == "shared" || len(u.cfg.Command) > 0 {
 		return u.sessionFor(ctx)
 	}
-	p, ok := idp.PrincipalFrom(ctx)
+	p, owner, ok := sessionOwner(ctx)
 	if !ok {
 		return nil, "", errors.New("no principal")
 	}
-	key := listenPrefix + p.Key()
+	key := listenPrefix + owner
 	u.mu.Lock()
 	s, ok := u.sessions[key]
 	if !ok {
@@ -137,11 +135,11 @@ func (u *Upstream) subscriptionSession(ctx context.Context) (*session, string, e
 func (u *Upstream) subscribedSession(ctx context.Context) (*session, string) {
 	key := ""
 	if u.cfg.Sessions != "shared" {
-		p, ok := idp.PrincipalFrom(ctx)
+		_, owner, ok := sessionOwner(ctx)
 		if !ok {
 			return nil, ""
 		}
-		key = p.Key()
+		key = owner
 		if len(u.cfg.Command) == 0 {
 			key = listenPrefix + key
 		}

@@ -588,6 +588,19 @@ func WithOwner(ctx context.Context, owner string) context.Context {
 	return context.WithValue(ctx, ownerKey{}, owner)
 }
 
+// sessionOwner is the principal in ctx and the key of its per_principal
+// sessions: the owner WithOwner gave, else the principal's (iss + sub).
+func sessionOwner(ctx context.Context) (*idp.Principal, string, bool) {
+	p, ok := idp.PrincipalFrom(ctx)
+	if !ok {
+		return nil, "", false
+	}
+	if owner, ok := ctx.Value(ownerKey{}).(string); ok && owner != "" {
+		return p, owner, true
+	}
+	return p, p.Key(), true
+}
+
 // sessionFor is the session a call of the principal in ctx goes on: the
 // shared one, or the principal's own (opened on first use; for stdio, at
 // most max_processes of them).
@@ -596,13 +609,9 @@ func (u *Upstream) sessionFor(ctx context.Context) (*session, string, error) {
 		s, err := u.control(ctx)
 		return s, "", err
 	}
-	p, ok := idp.PrincipalFrom(ctx)
+	p, key, ok := sessionOwner(ctx)
 	if !ok {
 		return nil, "", errors.New("no principal")
-	}
-	key := p.Key()
-	if owner, ok := ctx.Value(ownerKey{}).(string); ok && owner != "" {
-		key = owner
 	}
 	u.mu.Lock()
 	s, ok := u.sessions[key]
