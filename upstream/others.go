@@ -427,7 +427,9 @@ func (u *Upstream) sendVia(ctx context.Context, get func(context.Context) (*sess
 	})
 	switch {
 	case u.overCap(s, key, f, err):
-		err = &capError{fmt.Sprintf("upstream %s answered more than %s", u.cfg.Name, byteSize(u.cfg.MaxResultBytes))}
+		// An answer, too large: an error, not a request refused at the
+		// cap of processes (outcome error, as for tools/call).
+		err = fmt.Errorf("upstream %s answered more than %s", u.cfg.Name, byteSize(u.cfg.MaxResultBytes))
 		u.observe(ctx, method, start, err)
 		u.log.Warn("upstream answer over max_result_bytes; the request fails", "method", string(method), "max_result_bytes", u.cfg.MaxResultBytes)
 		return nil, err
