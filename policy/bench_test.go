@@ -100,6 +100,35 @@ func BenchmarkVisibleNewPrincipal(b *testing.B) {
 	}
 }
 
+// BenchmarkVisibleNewGrants: a first tools/list of a user whose grants no
+// earlier one had (each iteration a permission never seen, and every other
+// one the permission the odd-numbered tools need), decided from the list
+// residual of partial evaluation (made once per policy and catalog).
+func BenchmarkVisibleNewGrants(b *testing.B) {
+	for _, n := range []int{50, 1000} {
+		b.Run(fmt.Sprintf("tools=%d", n), func(b *testing.B) {
+			e := benchEngine(b, n, 0)
+			if !policy.ListResidual(e) {
+				b.Fatal("no list residual")
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				perms := []string{fmt.Sprintf("permission-%d", i)}
+				if i%2 == 0 {
+					perms = append(perms, "odd_tools")
+				}
+				set, err := e.Visible(ctx, user(perms, []string{"openid"}))
+				if err != nil || len(set) != n/2+(n/2)*(1-i%2) {
+					b.Fatalf("Visible: %d tools, %v", len(set), err)
+				}
+			}
+		})
+	}
+}
+
 func BenchmarkDecide(b *testing.B) {
 	ctx := context.Background()
 	for _, n := range []int{50, 1000} {

@@ -153,12 +153,13 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	if c.cacheable {
 		partialCompiler := ast.NewCompiler().WithSchemas(inputSchema)
 		if partialCompiler.Compile(partialModules); !partialCompiler.Failed() && !hasPackageUnder(modules, residualNamespace) {
+			partialStore := inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))
 			partial, err := rego.New(
 				// The decision bound to a variable, so that a residual
 				// query names it (residual.go).
 				rego.Query(decisionVar+" = "+callQuery),
 				rego.Compiler(partialCompiler),
-				rego.Store(inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))),
+				rego.Store(partialStore),
 				rego.StrictBuiltinErrors(true),
 				rego.Unknowns([]string{"input.arguments"}),
 				rego.PartialNamespace(residualNamespace),
@@ -167,6 +168,20 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 				return nil, err
 			}
 			c.partial, c.partialMu = &partial, new(sync.Mutex)
+			if callQuery == "data.toolgate.internal.call_by_name" { // visible_tools is a set of strings
+				list, err := rego.New(
+					rego.Query("data.mcp.authz.visible_tools["+listNameVar+"]"),
+					rego.Compiler(partialCompiler),
+					rego.Store(partialStore),
+					rego.StrictBuiltinErrors(true),
+					rego.Unknowns([]string{"input.principal"}),
+					rego.PartialNamespace(residualNamespace),
+				).PrepareForPartial(context.Background())
+				if err != nil {
+					return nil, err
+				}
+				c.listPartial = &list
+			}
 		}
 	}
 	e.newCaches(c)
@@ -176,7 +191,7 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 // newCaches gives c empty caches: a new revision, or a new catalog (which
 // every cached answer was computed on). None when c is not cacheable.
 func (e *Engine) newCaches(c *compiled) {
-	c.visible, c.calls, c.verdicts, c.residualQueries = nil, nil, nil, nil
+	c.visible, c.calls, c.verdicts, c.residualQueries, c.listFast = nil, nil, nil, nil, nil
 	c.act = c.act.fresh(e.opts.CacheSize, c.cacheable)
 	if !c.cacheable {
 		return
@@ -186,6 +201,9 @@ func (e *Engine) newCaches(c *compiled) {
 	if c.partial != nil {
 		c.verdicts, _ = lru.New[[sha256.Size]byte, verdict](e.opts.CacheSize)
 		c.residualQueries, _ = lru.New[[sha256.Size]byte, *rego.PreparedEvalQuery](min(e.opts.CacheSize, residualQueriesMax))
+	}
+	if c.listPartial != nil {
+		c.listFast = &listFast{catalog: e.in.cur.Load(), done: make(chan struct{})}
 	}
 }
 

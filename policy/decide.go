@@ -60,6 +60,12 @@ func (e *Engine) Visible(ctx context.Context, p *idp.Principal) (map[string]bool
 			return v, nil
 		}
 	}
+	if r := c.listFast.ready(); r != nil {
+		if out, ok := e.visibleOfResidual(ctx, r, p); ok {
+			c.visible.Add(key, out)
+			return out, nil
+		}
+	}
 	in, err := e.in.input(p, ActionList, "", nil)
 	if err != nil {
 		return map[string]bool{}, err

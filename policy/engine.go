@@ -100,6 +100,12 @@ type compiled struct {
 	partialMu       *sync.Mutex // partial evaluations run one at a time (compile.go)
 	verdicts        *lru.Cache[[sha256.Size]byte, verdict]
 	residualQueries *lru.Cache[[sha256.Size]byte, *rego.PreparedEvalQuery]
+	// listPartial is visible_tools[name] with input.principal unknown, and
+	// listFast the grouped residual it gives for the catalog in force
+	// (listresidual.go); nil when nothing is cached or visible_tools is not
+	// known to be a set of strings.
+	listPartial *rego.PreparedPartialQuery
+	listFast    *listFast
 	// cacheable is false when caching is off or the policy calls a
 	// non-deterministic built-in: then no cache is made (newCaches).
 	cacheable bool
@@ -132,6 +138,7 @@ func New(src Source, catalog []Tool, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	e.cur.Store(c)
+	e.startListResidual(c)
 	return e, nil
 }
 
@@ -150,6 +157,7 @@ func (e *Engine) SetCatalog(catalog []Tool) error {
 	c := *e.cur.Load()
 	e.newCaches(&c)
 	e.cur.Store(&c)
+	e.startListResidual(&c)
 	return nil
 }
 
@@ -210,6 +218,7 @@ func (e *Engine) swap(src Source) error {
 	e.lastErr.Store(nil)
 	e.src = src
 	old := e.cur.Swap(c)
+	e.startListResidual(c)
 	if old.revision != c.revision {
 		e.opts.Logger.Info("policy reloaded", "source", src.String(), "revision", c.revision, "previous", old.revision)
 		e.opts.OnSwap(c.revision)

@@ -14,8 +14,9 @@ import (
 )
 
 // The fast path (decisions that hold for every argument value cached
-// without the arguments, the others with them) must decide exactly as a
-// plain evaluation of the policy with no cache: for the default policy and
+// without the arguments, the others with them, residuals of partial
+// evaluation for calls and for a new principal's list) must decide exactly
+// as a plain evaluation of the policy with no cache: for the default policy and
 // every example, over generated principals, the tools of the examples (and
 // one of no catalog), and arguments that keep and break the examples'
 // argument rules.
@@ -149,11 +150,26 @@ func newEnginePairs(t testing.TB) []enginePair {
 	var out []enginePair
 	for _, dir := range fastPathPolicies(t) {
 		src := policy.Source{Dir: dir}
-		out = append(out, enginePair{dir,
-			mustNew(t, src, fastPathCatalog, policy.Options{}),
-			mustNew(t, src, fastPathCatalog, policy.Options{CacheSize: -1})})
+		fast := mustNew(t, src, fastPathCatalog, policy.Options{})
+		// Lists are asked once the list residual is made, if the policy
+		// has one (the default policy must).
+		if !policy.ListResidual(fast) && dir == defaultDir {
+			t.Fatalf("%s: no list residual", dir)
+		}
+		out = append(out, enginePair{dir, fast, mustNew(t, src, fastPathCatalog, policy.Options{CacheSize: -1})})
 	}
 	return out
+}
+
+// agreeOnList lists the tools for p on both engines and reports any
+// difference.
+func (ep enginePair) agreeOnList(t testing.TB, p *idp.Principal) {
+	t.Helper()
+	got, gotErr := ep.fast.Visible(context.Background(), p)
+	want, wantErr := ep.full.Visible(context.Background(), p)
+	if g, w := names(got), names(want); !slices.Equal(g, w) || (gotErr != nil) != (wantErr != nil) {
+		t.Errorf("%s: %s lists:\nfast path %v (%v)\nfull      %v (%v)", ep.dir, p.Input(), g, gotErr, w, wantErr)
+	}
 }
 
 // agree decides one call on both engines and reports any difference.
@@ -189,6 +205,7 @@ func TestFastPathAgreesWithFullEvaluation(t *testing.T) {
 				ps = append(ps, fastPathPrincipal(r.Uint64()))
 			}
 			for _, p := range ps {
+				ep.agreeOnList(t, p)
 				for _, tool := range fastPathTools {
 					// Every argument value in a row, in a new order for each
 					// tool, so that a decision cached for some arguments is
@@ -215,7 +232,7 @@ func TestFastPathAgreesWithFullEvaluation(t *testing.T) {
 }
 
 // FuzzFastPathAgrees: the same comparison for arbitrary principals (from
-// bits), tools and two argument values asked in a row.
+// bits), their lists, tools and two argument values asked in a row.
 func FuzzFastPathAgrees(f *testing.F) {
 	pairs := newEnginePairs(f)
 	for i, a := range fastPathArguments {
@@ -225,6 +242,7 @@ func FuzzFastPathAgrees(f *testing.F) {
 		ep := pairs[int(policyIndex)%len(pairs)]
 		p := fastPathPrincipal(principal)
 		tool := fastPathTools[int(toolIndex)%len(fastPathTools)]
+		ep.agreeOnList(t, p)
 		ep.agree(t, p, tool, args1)
 		ep.agree(t, p, tool, args2)
 		ep.agree(t, otherUser(p), tool, args2)

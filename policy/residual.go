@@ -156,7 +156,7 @@ func residualIsConstant(pq *rego.PartialQueries) bool {
 // otherwise nil. (The call query's document is one complete rule: its
 // residual is one query, but for policies partial evaluation splits.)
 func compileResidual(pq *rego.PartialQueries) *rego.PreparedEvalQuery {
-	if len(pq.Queries) != 1 || !readsArgumentsOnly(pq) {
+	if len(pq.Queries) != 1 || !readsOnly(pq, ast.InputRootRef.Append(ast.StringTerm("arguments"))) {
 		return nil
 	}
 	modules := make(map[string]*ast.Module, len(pq.Support))
@@ -179,11 +179,11 @@ func compileResidual(pq *rego.PartialQueries) *rego.PreparedEvalQuery {
 	return &q
 }
 
-// readsArgumentsOnly reports whether every reference of the residual into
-// the input is into input.arguments, every one into data is to a support
-// rule, and no expression has a `with`.
-func readsArgumentsOnly(pq *rego.PartialQueries) bool {
-	arguments := ast.InputRootRef.Append(ast.StringTerm("arguments"))
+// readsOnly reports whether every reference of the residual into the
+// input is under input (input.arguments of a call, input.principal of a
+// list), every one into data is to a support rule, and no expression has a
+// `with`.
+func readsOnly(pq *rego.PartialQueries, input ast.Ref) bool {
 	support := ast.DefaultRootRef.Append(ast.StringTerm(residualNamespace))
 	ok := true
 	var vis *ast.GenericVisitor
@@ -197,7 +197,7 @@ func readsArgumentsOnly(pq *rego.PartialQueries) bool {
 			}
 		case ast.Ref:
 			switch {
-			case v.HasPrefix(arguments), v.HasPrefix(support):
+			case v.HasPrefix(input), v.HasPrefix(support):
 			case v[0].Equal(ast.InputRootDocument), v[0].Equal(ast.DefaultRootDocument):
 				ok = false
 			default:
