@@ -8,6 +8,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+
 	"github.com/toolgate/toolgate/idp"
 )
 
@@ -104,11 +109,121 @@ func summarize(d Decision) string {
 	return fmt.Sprintf("visible=%v allowed=%v reason=%q scopes=%q limits=%v err=%v", d.Visible, d.Allowed, d.Reason, d.RequiredScopes, d.Limits, d.Err)
 }
 
-func readFile(t *testing.T, name string) string {
+func readFile(t testing.TB, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// BenchmarkResidualFloor is what bounds a call decided by its residual
+// (docs/performance.md, "What makes a call cheap"): the default policy's
+// residual for a tool with an argument limit, evaluated as the engine
+// does (through rego) and directly on OPA's topdown; the same checks
+// written by hand as three rules, on topdown; and one constant rule
+// through rego and on topdown, the floor of any evaluation. Each with new
+// arguments every time.
+func BenchmarkResidualFloor(b *testing.B) {
+	dir := b.TempDir()
+	for name, text := range map[string]string{
+		"policy.rego": readFile(b, "../rego/policy.rego"),
+		"data.json":   `{"tool_rules":{"tool_0000":{"arguments":{"text":{"max_length":100}}}}}`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	e, err := New(Source{Dir: dir}, []Tool{{Name: "tool_0000"}}, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := e.cur.Load()
+	items, err := e.in.items(&idp.Principal{Sub: "u", Iss: "i", Provider: "auth0"}, ActionCall, "tool_0000")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pq, err := c.partial.Partial(context.Background(), rego.EvalParsedInput(ast.NewObject(items...).Copy()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pq = copyPartial(pq)
+	handWritten := ast.MustParseModule(`package r
+default allow := false
+allow if count(violations) == 0
+default reason := ""
+reason := concat("; ", sort(violations)) if count(violations) > 0
+violations contains "argument \"text\" is longer than 100 characters" if { is_string(input.arguments.text); count(input.arguments.text) > 100 }
+violations contains "argument \"text\" must be a string" if { input.arguments.text != null; not is_string(input.arguments.text) }`)
+	constant := ast.MustParseModule("package r\nallow := true")
+	for _, c := range []struct {
+		name    string
+		query   ast.Body
+		modules []*ast.Module
+		rego    bool
+	}{
+		{"residual/rego", pq.Queries[0], pq.Support, true},
+		{"residual/topdown", pq.Queries[0], pq.Support, false},
+		{"hand-written/topdown", ast.MustParseBody(decisionVar + ` = {"allow": data.r.allow, "reason": data.r.reason}`), []*ast.Module{handWritten}, false},
+		{"constant/rego", ast.MustParseBody(decisionVar + " = data.r.allow"), []*ast.Module{constant}, true},
+		{"constant/topdown", ast.MustParseBody(decisionVar + " = data.r.allow"), []*ast.Module{constant}, false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			modules := map[string]*ast.Module{}
+			for i, m := range c.modules {
+				modules[fmt.Sprint(i)] = m
+			}
+			compiler := ast.NewCompiler()
+			if compiler.Compile(modules); compiler.Failed() {
+				b.Fatal(compiler.Errors)
+			}
+			ctx := context.Background()
+			store := inmem.New()
+			var eval func(in ast.Value) error
+			if c.rego {
+				q, err := rego.New(rego.ParsedQuery(c.query), rego.Compiler(compiler), rego.Store(store), rego.StrictBuiltinErrors(true)).PrepareForEval(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				eval = func(in ast.Value) error {
+					rs, err := q.Eval(ctx, rego.EvalParsedInput(in))
+					if err == nil && len(rs) != 1 {
+						err = fmt.Errorf("%d results", len(rs))
+					}
+					return err
+				}
+			} else {
+				body, err := compiler.QueryCompiler().Compile(c.query)
+				if err != nil {
+					b.Fatal(err)
+				}
+				txn, err := store.NewTransaction(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer store.Abort(ctx, txn)
+				eval = func(in ast.Value) error {
+					rs, err := topdown.NewQuery(body).WithCompiler(compiler).WithStore(store).WithTransaction(txn).
+						WithInput(ast.NewTerm(in)).WithStrictBuiltinErrors(true).Run(ctx)
+					if err == nil && len(rs) != 1 {
+						err = fmt.Errorf("%d results", len(rs))
+					}
+					return err
+				}
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				args, err := argumentsValue(fmt.Appendf(nil, `{"text":"%d"}`, i))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := eval(ast.NewObject(ast.Item(ast.InternedTerm("arguments"), ast.NewTerm(args)))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
