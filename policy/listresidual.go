@@ -243,6 +243,9 @@ func conditionKey(condition ast.Body) (string, bool) {
 // answer that is not a set of group numbers, which a faithful residual
 // does not give, is doubt about the residual, not the decision.
 func (e *Engine) visibleOfResidual(ctx context.Context, r *listResidual, p *idp.Principal) (out map[string]bool, ok bool) {
+	if len(r.groups) == 0 { // partial evaluation found no way for any name
+		return map[string]bool{}, true
+	}
 	principal, err := ast.InterfaceToValue(p.Input())
 	if err != nil {
 		return nil, false

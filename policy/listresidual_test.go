@@ -104,6 +104,27 @@ func TestListResidualRefused(t *testing.T) {
 	}
 }
 
+// A policy under which no principal sees a tool has a list residual of no
+// groups, and lists nothing without evaluating; one under which every
+// principal sees every tool, one group without a condition.
+func TestListResidualNoneAndAll(t *testing.T) {
+	t.Parallel()
+	for text, want := range map[string][]string{
+		"package mcp.authz\nvisible_tools contains t.name if { some t in input.tools; t.server == \"nowhere\" }": nil,
+		"package mcp.authz\nvisible_tools contains t.name if some t in input.tools":                              catalogNamesOf(listCatalog),
+	} {
+		e := mustNew(t, policy.Source{Dir: policyDir(t, map[string]string{"policy.rego": text})}, listCatalog, policy.Options{})
+		if !policy.ListResidual(e) {
+			t.Fatalf("%s: no list residual", text)
+		}
+		for _, p := range []*idp.Principal{idp.Anonymous(), user(nil, nil), everyGrant("auth0")} {
+			if got := visibleNames(t, e, p); !slices.Equal(got, slices.Sorted(slices.Values(want))) {
+				t.Errorf("%s: %s sees %v, want %v", text, p.Input(), got, want)
+			}
+		}
+	}
+}
+
 // A new catalog gets a list residual of its own: a new principal never
 // sees the tools of the old catalog, nor misses the new catalog's.
 func TestListResidualFollowsCatalog(t *testing.T) {
