@@ -154,33 +154,27 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 		partialCompiler := ast.NewCompiler().WithSchemas(inputSchema)
 		if partialCompiler.Compile(partialModules); !partialCompiler.Failed() && !hasPackageUnder(modules, residualNamespace) {
 			partialStore := inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))
-			partial, err := rego.New(
-				// The decision bound to a variable, so that a residual
-				// query names it (residual.go).
-				rego.Query(decisionVar+" = "+callQuery),
-				rego.Compiler(partialCompiler),
-				rego.Store(partialStore),
-				rego.StrictBuiltinErrors(true),
-				rego.Unknowns([]string{"input.arguments"}),
-				rego.PartialNamespace(residualNamespace),
-			).PrepareForPartial(context.Background())
-			if err != nil {
-				return nil, err
-			}
-			c.partial, c.partialMu = &partial, new(sync.Mutex)
-			if callQuery == "data.toolgate.internal.call_by_name" { // visible_tools is a set of strings
-				list, err := rego.New(
-					rego.Query("data.mcp.authz.visible_tools["+listNameVar+"]"),
+			preparePartial := func(query, unknown string) (*rego.PreparedPartialQuery, error) {
+				q, err := rego.New(
+					rego.Query(query),
 					rego.Compiler(partialCompiler),
 					rego.Store(partialStore),
 					rego.StrictBuiltinErrors(true),
-					rego.Unknowns([]string{"input.principal"}),
+					rego.Unknowns([]string{unknown}),
 					rego.PartialNamespace(residualNamespace),
 				).PrepareForPartial(context.Background())
-				if err != nil {
+				return &q, err
+			}
+			// The decision bound to a variable, so that a residual query
+			// names it (residual.go).
+			if c.partial, err = preparePartial(decisionVar+" = "+callQuery, "input.arguments"); err != nil {
+				return nil, err
+			}
+			c.partialMu = new(sync.Mutex)
+			if callQuery == "data.toolgate.internal.call_by_name" { // visible_tools is a set of strings
+				if c.listPartial, err = preparePartial("data.mcp.authz.visible_tools["+listNameVar+"]", "input.principal"); err != nil {
 					return nil, err
 				}
-				c.listPartial = &list
 			}
 		}
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/toolgate/toolgate/idp"
 )
@@ -41,8 +40,8 @@ const listPartialTimeout = 30 * time.Second
 
 // listResidual decides the visible set from the principal alone.
 type listResidual struct {
-	query  rego.PreparedEvalQuery // binds listGroupsVar
-	groups [][]string             // the names of each group
+	query  *rego.PreparedEvalQuery // binds listGroupsVar
+	groups [][]string              // the names of each group
 }
 
 // listFast is the list residual of one revision and catalog, made in the
@@ -136,7 +135,7 @@ func groupListResidual(pq *rego.PartialQueries) *listResidual {
 		}
 		groups[i] = append(groups[i], name)
 	}
-	module, err := ast.ParseModule(residualNamespace+"/list.rego", "package toolgate_list\ngroups contains 0 if { true }")
+	module, err := ast.ParseModule("list.rego", "package toolgate_list\ngroups contains 0 if { true }")
 	if err != nil {
 		return nil
 	}
@@ -151,21 +150,8 @@ func groupListResidual(pq *rego.PartialQueries) *listResidual {
 		r.Module = module
 		module.Rules = append(module.Rules, r)
 	}
-	modules := map[string]*ast.Module{residualNamespace + "/list.rego": module}
-	for i, m := range pq.Support {
-		modules[fmt.Sprintf("%s/%d.rego", residualNamespace, i)] = m
-	}
-	compiler := ast.NewCompiler()
-	if compiler.Compile(modules); compiler.Failed() {
-		return nil
-	}
-	q, err := rego.New(
-		rego.Query(listGroupsVar+" = data.toolgate_list.groups"),
-		rego.Compiler(compiler),
-		rego.Store(inmem.New()),
-		rego.StrictBuiltinErrors(true),
-	).PrepareForEval(context.Background())
-	if err != nil {
+	q := prepareResidual(ast.MustParseBody(listGroupsVar+" = data.toolgate_list.groups"), pq.Support, module)
+	if q == nil {
 		return nil
 	}
 	return &listResidual{query: q, groups: groups}

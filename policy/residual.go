@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -159,8 +160,15 @@ func compileResidual(pq *rego.PartialQueries) *rego.PreparedEvalQuery {
 	if len(pq.Queries) != 1 || !readsOnly(pq, ast.InputRootRef.Append(ast.StringTerm("arguments"))) {
 		return nil
 	}
-	modules := make(map[string]*ast.Module, len(pq.Support))
-	for i, m := range pq.Support {
+	return prepareResidual(pq.Queries[0], pq.Support)
+}
+
+// prepareResidual compiles a residual's query with its support modules,
+// and more of toolgate's own, on their own and on no data; nil when they
+// do not compile.
+func prepareResidual(query ast.Body, support []*ast.Module, more ...*ast.Module) *rego.PreparedEvalQuery {
+	modules := make(map[string]*ast.Module, len(support)+len(more))
+	for i, m := range append(slices.Clone(support), more...) {
 		modules[fmt.Sprintf("%s/%d.rego", residualNamespace, i)] = m
 	}
 	compiler := ast.NewCompiler()
@@ -168,7 +176,7 @@ func compileResidual(pq *rego.PartialQueries) *rego.PreparedEvalQuery {
 		return nil
 	}
 	q, err := rego.New(
-		rego.ParsedQuery(pq.Queries[0]),
+		rego.ParsedQuery(query),
 		rego.Compiler(compiler),
 		rego.Store(inmem.New()),
 		rego.StrictBuiltinErrors(true),
