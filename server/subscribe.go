@@ -51,6 +51,10 @@ type UpstreamSubscriptions interface {
 type subscription struct {
 	server    string // the upstream that serves the URI
 	principal *sessionPrincipal
+	// owner is the session's owner (Server.owner): the key of the
+	// principal's upstream sessions, which for token-less clients is their
+	// address, not the principal's key.
+	owner string
 }
 
 // sessionPrincipal is the principal of a subscribed session's latest
@@ -73,9 +77,9 @@ func (s *subscriptions) seen(session string, p *idp.Principal) {
 	}
 }
 
-// add records session's subscription to uri on server for p, unless it
-// has one.
-func (s *subscriptions) add(uri, session, server string, p *idp.Principal) {
+// add records session's subscription to uri on server for p, whose
+// session's owner is owner, unless it has one.
+func (s *subscriptions) add(uri, session, server string, p *idp.Principal, owner string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.byURI[uri][session]; ok {
@@ -90,7 +94,7 @@ func (s *subscriptions) add(uri, session, server string, p *idp.Principal) {
 	sp := &sessionPrincipal{}
 	sp.Store(p)
 	v, _ := s.principals.LoadOrStore(session, sp)
-	s.byURI[uri][session] = subscription{server: server, principal: v.(*sessionPrincipal)}
+	s.byURI[uri][session] = subscription{server: server, principal: v.(*sessionPrincipal), owner: owner}
 }
 
 // forgetPrincipal drops session's principal once it has no subscription;
@@ -222,14 +226,15 @@ func (s *Server) subscription(w http.ResponseWriter, ctx context.Context, method
 		writeRPCError(w, msg.ID, code, err.Error())
 		return false
 	}
-	s.subs.add(uri, session, server, p)
+	owner, _ := ctx.Value(ownerKey{}).(string)
+	s.subs.add(uri, session, server, p, owner)
 	return true
 }
 
 // unsubscribeUpstream ends session's subscription to uri upstream (the
 // pool tells the upstream when it was the last on its upstream session).
 func (s *Server) unsubscribeUpstream(session string, sub subscription, uri string) {
-	ctx := idp.WithPrincipal(context.Background(), sub.principal.Load())
+	ctx := upstream.WithOwner(idp.WithPrincipal(context.Background(), sub.principal.Load()), sub.owner)
 	if err := s.upstreamSubs().Unsubscribe(ctx, sub.server, uri, session); err != nil {
 		s.log.Warn("upstream resources/unsubscribe failed", "upstream", sub.server, "error", err)
 	}
@@ -248,8 +253,8 @@ func (s *Server) sessionEnded(id string) {
 // resourceUpdated passes an upstream's notifications/resources/updated
 // (upstream.Options.OnResourceUpdated) to the client sessions subscribed
 // to its URI on that upstream whose principal may read it now. principal
-// is the key of the principal whose upstream session it came on, "" for
-// a shared one.
+// is the owner of the upstream session it came on (the principal's key,
+// or a token-less client's address), "" for a shared one.
 func (s *Server) resourceUpdated(server, principal string, params map[string]any) {
 	uri, _ := params["uri"].(string)
 	subs := s.subs.of(uri, server)
@@ -263,10 +268,10 @@ func (s *Server) resourceUpdated(server, principal string, params map[string]any
 	ctx := context.Background()
 	may := map[string]bool{} // principal fingerprint -> may read
 	for id, sub := range subs {
-		p := sub.principal.Load()
-		if principal != "" && p.Key() != principal {
-			continue
+		if principal != "" && sub.owner != principal {
+			continue // another owner's upstream session tells it
 		}
+		p := sub.principal.Load()
 		fp := p.Fingerprint()
 		ok, decided := may[fp]
 		if !decided {

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/toolgate/toolgate/config"
@@ -305,5 +307,65 @@ func TestResourceSubscribeWithoutASessionIsRefused(t *testing.T) {
 		if r.Method == "resources/subscribe" {
 			t.Errorf("a session-less subscribe reached the upstream: %s", r.Params)
 		}
+	}
+}
+
+// Token-less clients on two addresses have an upstream session each (per
+// principal upstream sessions are per address for them): each client's
+// update comes once, on its own upstream session, not once for every
+// anonymous session upstream; unsubscribing ends its own upstream
+// subscription, not another's.
+func TestAnonymousResourceUpdatesReachEachClientOnce(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withOthers(up.URL), withAnonymous(), func(c *config.Config, _ *server.Options) {
+		data := strings.Replace(othersData, `"resource_rules": {`, `"resource_rules": {
+    "test://live/": {"anonymous": true},`, 1)
+		if err := os.WriteFile(filepath.Join(c.Policy.Dir, "data.json"), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	anonymous := func(addr string) *client.Client {
+		c, err := client.NewStreamableHttpClient(g.URL+"/mcp", transport.WithContinuousListening(),
+			transport.WithHTTPBasicClient(clientFrom(t, addr)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if err := c.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		req := mcp.InitializeRequest{}
+		req.Params.ProtocolVersion = "2025-06-18"
+		req.Params.ClientInfo = mcp.Implementation{Name: "toolgate-test", Version: "1"}
+		if _, err := c.Initialize(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	one, two := anonymous("127.0.0.1"), anonymous("127.0.0.2")
+	oneN, twoN := updates(one), updates(two)
+	for _, c := range []*client.Client{one, two} {
+		if err := subscribe(c, upstreamtest.LiveURI); err != nil {
+			t.Fatalf("subscribe: %v", err)
+		}
+	}
+	if n := up.Subscribers(upstreamtest.LiveURI); n != 2 {
+		t.Fatalf("upstream subscribers: %d, want 2 (one upstream session per address)", n)
+	}
+	up.Update()
+	waitFor(t, "both clients' updates", func() bool { return oneN.Load() >= 1 && twoN.Load() >= 1 })
+	time.Sleep(300 * time.Millisecond) // room for a second copy to arrive
+	if a, b := oneN.Load(), twoN.Load(); a != 1 || b != 1 {
+		t.Errorf("updates: %d and %d, want one each", a, b)
+	}
+	if err := unsubscribe(one, upstreamtest.LiveURI); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first address's upstream unsubscribe", func() bool { return up.Subscribers(upstreamtest.LiveURI) == 1 })
+	up.Update()
+	waitFor(t, "the second client's update", func() bool { return twoN.Load() == 2 })
+	if n := oneN.Load(); n != 1 {
+		t.Errorf("the unsubscribed client got %d updates, want 1", n)
 	}
 }

@@ -123,7 +123,7 @@ func (u *Upstream) subscriptionSession(ctx context.Context) (*session, string, e
 	u.mu.Lock()
 	s, ok := u.sessions[key]
 	if !ok {
-		s = u.dial(p, true)
+		s = u.dial(p, owner, true)
 		u.sessions[key] = s
 	}
 	u.mu.Unlock()

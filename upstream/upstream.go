@@ -87,8 +87,9 @@ type Options struct {
 	// per new definition.
 	OnToolChange func(upstream string)
 	// OnResourceUpdated is told of each notifications/resources/updated an
-	// upstream sends (subscribe.go): the upstream, the principal key of
-	// the session it came on ("" for the shared session) and its params.
+	// upstream sends (subscribe.go): the upstream, the owner of the session
+	// it came on (the owner WithOwner gave, else the principal's key; "" for
+	// the shared session) and its params.
 	OnResourceUpdated func(upstream, principal string, params map[string]any)
 }
 
@@ -621,7 +622,7 @@ func (u *Upstream) sessionFor(ctx context.Context) (*session, string, error) {
 			u.log.Warn("upstream at max_processes; a new principal is refused", "max_processes", u.cfg.MaxProcesses)
 			return nil, "", &capError{fmt.Sprintf("upstream %s is at its limit of %d processes; try again later", u.cfg.Name, u.cfg.MaxProcesses)}
 		}
-		s = u.dial(p, false)
+		s = u.dial(p, key, false)
 		u.sessions[key] = s
 	}
 	u.mu.Unlock()
@@ -634,7 +635,7 @@ func (u *Upstream) control(ctx context.Context) (*session, error) {
 	u.mu.Lock()
 	s := u.ctl
 	if s == nil {
-		s = u.dial(nil, true)
+		s = u.dial(nil, "", true)
 		u.ctl = s
 	}
 	u.mu.Unlock()
@@ -753,13 +754,14 @@ func (u *Upstream) processes(delta int64) {
 // dial opens a session in the background, bounded by the upstream's
 // timeout; the session lives until it is closed, whoever asked for it.
 // owner is the principal whose session it is (nil: the listing or shared
-// session); listen keeps a Streamable HTTP session's GET stream open.
-func (u *Upstream) dial(owner *idp.Principal, listen bool) *session {
+// session) and key the key of its sessions (sessionOwner); listen keeps a
+// Streamable HTTP session's GET stream open.
+func (u *Upstream) dial(owner *idp.Principal, key string, listen bool) *session {
 	s := &session{ready: make(chan struct{}), closed: func() {}, subs: map[string]map[string]bool{}}
 	s.lastUsed.Store(time.Now().UnixNano())
 	go func() {
 		defer close(s.ready)
-		s.c, s.err = u.connect(owner, listen)
+		s.c, s.err = u.connect(owner, key, listen)
 		if s.c != nil && len(u.cfg.Command) > 0 {
 			u.processes(1)
 			s.closed = func() { u.processes(-1) }
@@ -771,7 +773,7 @@ func (u *Upstream) dial(owner *idp.Principal, listen bool) *session {
 // connect starts the process or opens the HTTP session, and initializes it
 // (MCP lifecycle, "Initialization"), with the classic handshake every
 // current server speaks.
-func (u *Upstream) connect(owner *idp.Principal, listen bool) (*client.Client, error) {
+func (u *Upstream) connect(owner *idp.Principal, key string, listen bool) (*client.Client, error) {
 	var t transport.Interface
 	if u.cfg.URL != "" {
 		opts := []transport.StreamableHTTPCOption{transport.WithHTTPBasicClient(u.http),
@@ -812,7 +814,7 @@ func (u *Upstream) connect(owner *idp.Principal, listen bool) (*client.Client, e
 	// Notification"). A resource's update goes to the gate (subscribe.go).
 	principal := ""
 	if owner != nil && u.cfg.Sessions != "shared" {
-		principal = owner.Key()
+		principal = key
 	}
 	c.OnNotification(func(n mcp.JSONRPCNotification) {
 		switch n.Method {
