@@ -274,3 +274,46 @@ func getPromptRequest(name string) mcp.GetPromptRequest {
 	r.Params.Name = name
 	return r
 }
+
+// A prompt or resource the policy shows but refuses is answered
+// "Permission denied" with the reason and the decision id, and nothing
+// reaches the upstream: the get, the read and the completion.
+func TestVisibleButRefusedPromptsAndResources(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withOthers(up.URL), func(c *config.Config, _ *server.Options) {
+		held := `package mcp.authz
+
+visible_prompts contains "up_greet"
+
+visible_resources contains "` + upstreamtest.ReadmeURI + `"
+
+reason := "held for review" if input.action in {"prompts/get", "resources/read", "completion/complete"}
+`
+		if err := os.WriteFile(filepath.Join(c.Policy.Dir, "prompts_resources.rego"), []byte(held), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	tok := tn.Token(idptest.Claims{Sub: "alice", Audience: []string{g.Config.ResourceURL()}})
+	alice := g.connect(tok)
+	if got := promptNames(t, alice); !slices.Equal(got, []string{"up_greet"}) {
+		t.Fatalf("alice's prompts: %v", got)
+	}
+	if uris, _ := resourceURIs(t, alice); !slices.Equal(uris, []string{upstreamtest.ReadmeURI}) {
+		t.Fatalf("alice's resources: %v", uris)
+	}
+	before := len(up.Requests())
+	for _, tc := range []struct{ method, params string }{
+		{"prompts/get", `{"name":"up_greet","arguments":{"name":"Ann"}}`},
+		{"resources/read", `{"uri":"` + upstreamtest.ReadmeURI + `"}`},
+		{"completion/complete", `{"ref":{"type":"ref/prompt","name":"up_greet"},"argument":{"name":"name","value":"Al"}}`},
+	} {
+		_, rpcErr := resultOf(t, rpcBody(t, g.rawPost(tok, alice.GetSessionId(), `{"jsonrpc":"2.0","id":7,"method":"`+tc.method+`","params":`+tc.params+`}`)))
+		if !strings.Contains(string(rpcErr), "Permission denied: held for review (decision ") {
+			t.Errorf("%s: %s, want Permission denied: held for review", tc.method, rpcErr)
+		}
+	}
+	for _, r := range up.Requests()[before:] {
+		t.Errorf("a refused request reached the upstream: %s %s", r.Method, r.Params)
+	}
+}
