@@ -31,7 +31,7 @@ import (
 // tool's name to.
 const listNameVar = "toolgate_name"
 
-// listGroupsVar binds the groups whose condition holds (listGroupsQuery).
+// listGroupsVar binds the numbers of the groups whose condition holds.
 const listGroupsVar = "toolgate_groups"
 
 // listPartialTimeout bounds one partial evaluation of the list, which

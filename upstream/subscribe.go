@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/toolgate/toolgate/idp"
 )
 
 // Resource subscriptions (MCP server/resources, "Subscriptions"; issue 16,
@@ -64,6 +66,11 @@ func (p *Pool) Subscribe(ctx context.Context, server, uri, holder string) error 
 	}
 	u.subMu.Lock()
 	defer u.subMu.Unlock()
+	return u.subscribe(ctx, uri, holder)
+}
+
+// subscribe is Subscribe on u; the caller holds u.subMu.
+func (u *Upstream) subscribe(ctx context.Context, uri, holder string) error {
 	var sub *session
 	get := func(ctx context.Context) (*session, string, error) {
 		s, key, err := u.subscriptionSession(ctx)
@@ -95,6 +102,7 @@ func (p *Pool) Unsubscribe(ctx context.Context, server, uri, holder string) erro
 	}
 	u.subMu.Lock()
 	defer u.subMu.Unlock()
+	u.forgetLost(ctx, uri, holder)
 	s, key := u.subscribedSession(ctx)
 	if s == nil || !s.subs[uri][holder] {
 		return nil
@@ -162,4 +170,77 @@ func (u *Upstream) subscribedSession(ctx context.Context) (*session, string) {
 		return nil, "" // still dialling: it has none
 	}
 	return s, key
+}
+
+// An upstream session that holds subscriptions can be lost: the upstream
+// restarted and forgot it, its process exited, a request on it failed. Its
+// subscriptions are then made again on a new session of the same owner,
+// after the next listing that finds the upstream up (at most the refresh
+// interval later, or the backoff's when it was down), so that clients keep
+// hearing updates without subscribing again. A session the upstream forgot
+// without toolgate noticing (a restart between two requests) is found by a
+// ping at each such listing.
+
+// resubscribe pings the sessions that hold subscriptions, drops those that
+// do not answer, and subscribes again what every lost session held.
+func (u *Upstream) resubscribe(ctx context.Context) {
+	u.mu.Lock()
+	held := map[string]*session{}
+	if u.ctl != nil && u.ctl.subscribed.Load() > 0 {
+		held[""] = u.ctl
+	}
+	for k, s := range u.sessions {
+		if s.subscribed.Load() > 0 {
+			held[k] = s
+		}
+	}
+	u.mu.Unlock()
+	for k, s := range held {
+		pctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
+		err := s.c.Ping(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			u.log.Warn("upstream session with subscriptions lost; subscribing again on a new one", "error", err)
+			u.drop(k, s)
+		}
+	}
+	u.subMu.Lock()
+	defer u.subMu.Unlock()
+	u.mu.Lock()
+	lost := u.lost
+	u.lost = nil
+	u.mu.Unlock()
+	for _, s := range lost {
+		sctx := ctx
+		if s.owner != nil {
+			sctx = WithOwner(idp.WithPrincipal(ctx, s.owner), s.ownerKey)
+		}
+		for uri, holders := range s.subs {
+			for holder := range holders {
+				if err := u.subscribe(sctx, uri, holder); err != nil {
+					u.log.Warn("upstream resources/subscribe again failed; the client hears no more updates until it subscribes again", "error", err)
+					break // the next holder would fail the same way
+				}
+			}
+		}
+	}
+}
+
+// forgetLost drops holder's subscription to uri from the lost sessions of
+// the principal in ctx: it unsubscribed before they were made again. The
+// caller holds u.subMu.
+func (u *Upstream) forgetLost(ctx context.Context, uri, holder string) {
+	key := ""
+	if u.cfg.Sessions != "shared" {
+		if _, key, _ = sessionOwner(ctx); key == "" {
+			return
+		}
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, s := range u.lost {
+		if s.ownerKey == key {
+			delete(s.subs[uri], holder)
+		}
+	}
 }

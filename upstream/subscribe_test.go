@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -72,4 +73,93 @@ func TestSubscribedSessionOutlivesTheIdleSweep(t *testing.T) {
 		t.Errorf("%d resources/unsubscribe upstream, %d subscribers left", n, up.Subscribers(upstreamtest.LiveURI))
 	}
 	eventually(t, "the sweep of alice's listening session", func() bool { return !has(listenPrefix + key) })
+}
+
+// An upstream that restarts forgets its sessions and their subscriptions:
+// the pool finds the lost session at its next listing, and subscribes
+// again on a new one, so the updates keep coming without the client
+// subscribing again; a holder that unsubscribed meanwhile is not
+// subscribed again. With per-principal sessions (the principal's listening
+// session) and a shared one (the listing session).
+func TestSubscriptionsSurviveAnUpstreamRestart(t *testing.T) {
+	for _, sessions := range []string{"per_principal", "shared"} {
+		t.Run(sessions, func(t *testing.T) {
+			up := upstreamtest.Start(t)
+			cfg := upstreamConfig(t, "name: up\nsessions: "+sessions+"\nurl: "+up.URL)
+			updated := make(chan string, 10)
+			p := startPool(t, Options{RefreshInterval: 50 * time.Millisecond, OnResourceUpdated: func(server, principal string, params map[string]any) {
+				if server == "up" && params["uri"] == upstreamtest.LiveURI {
+					updated <- principal
+				}
+			}}, cfg)
+			alice, bob := asPrincipal("alice"), asPrincipal("bob")
+			if err := p.Subscribe(alice, "up", upstreamtest.LiveURI, "s1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Subscribe(bob, "up", upstreamtest.LiveURI, "s2"); err != nil {
+				t.Fatal(err)
+			}
+			want := 2 // alice's and bob's sessions
+			if sessions == "shared" {
+				want = 1
+			}
+			if n := up.Subscribers(upstreamtest.LiveURI); n != want {
+				t.Fatalf("%d upstream subscribers, want %d", n, want)
+			}
+
+			up.Restart()
+			if n := up.Subscribers(upstreamtest.LiveURI); n != 0 {
+				t.Fatalf("the restarted upstream has %d subscribers", n)
+			}
+			// bob unsubscribes before (or after) the pool notices: telling
+			// the upstream may fail, as the gate logs.
+			_ = p.Unsubscribe(bob, "up", upstreamtest.LiveURI, "s2")
+			eventually(t, "alice's subscription made again", func() bool { return up.Subscribers(upstreamtest.LiveURI) == 1 })
+			time.Sleep(200 * time.Millisecond) // a few more listings: bob's is not made again
+			if n := up.Subscribers(upstreamtest.LiveURI); n != 1 {
+				t.Fatalf("%d upstream subscribers after the restart, want alice's alone", n)
+			}
+			up.Update()
+			select {
+			case got := <-updated:
+				if sessions == "per_principal" && got != "https://issuer.example\x00alice" {
+					t.Errorf("the update came as %q's, want alice's", got)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no update after the restart")
+			}
+		})
+	}
+}
+
+// A holder that unsubscribes while its session is lost (the upstream is
+// down) is not subscribed again when the upstream is back: on a shared
+// session, the last holder's unsubscribe then ends the subscription
+// upstream, with no stale holder keeping it.
+func TestUnsubscribedWhileLostIsNotSubscribedAgain(t *testing.T) {
+	up := upstreamtest.Start(t)
+	cfg := upstreamConfig(t, "name: up\nsessions: shared\nurl: "+up.URL)
+	p := startPool(t, Options{RefreshInterval: 50 * time.Millisecond}, cfg)
+	alice, bob := asPrincipal("alice"), asPrincipal("bob")
+	for ctx, holder := range map[context.Context]string{alice: "s1", bob: "s2"} {
+		if err := p.Subscribe(ctx, "up", upstreamtest.LiveURI, holder); err != nil {
+			t.Fatal(err)
+		}
+	}
+	up.Close()
+	eventually(t, "the upstream down", func() bool { return !p.Status()[0].Up })
+	if err := p.Unsubscribe(bob, "up", upstreamtest.LiveURI, "s2"); err != nil {
+		t.Fatal(err)
+	}
+	up.Restart()
+	if err := up.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the subscription made again", func() bool { return up.Subscribers(upstreamtest.LiveURI) == 1 })
+	if err := p.Unsubscribe(alice, "up", upstreamtest.LiveURI, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := up.Subscribers(upstreamtest.LiveURI); n != 0 {
+		t.Errorf("%d upstream subscribers after the last holder unsubscribed", n)
+	}
 }

@@ -344,6 +344,9 @@ type Upstream struct {
 	others   others              // prompts, resources and templates (others.go)
 	ctl      *session            // lists tools; serves every call when sessions: shared
 	sessions map[string]*session // per_principal: principal key -> its session
+	// lost are the sessions dropped while they held subscriptions, whose
+	// subscriptions are made again once the upstream is up (subscribe.go).
+	lost []*session
 }
 
 // session is one MCP session with the upstream (for stdio: one process).
@@ -361,6 +364,11 @@ type session struct {
 	// is how many URIs: an idle sweep leaves a session with any.
 	subs       map[string]map[string]bool
 	subscribed atomic.Int32
+	// owner is the principal whose session it is (nil: the listing or
+	// shared session) and ownerKey the key of its sessions (sessionOwner):
+	// whom to subscribe again for when it is lost.
+	owner    *idp.Principal
+	ownerKey string
 }
 
 // keepCurrent lists the tools again every RefreshInterval, or at once when
@@ -392,6 +400,9 @@ func (u *Upstream) keepCurrent(ctx context.Context) {
 		next.Reset(b.after(u.isUp(), u.pool.opts.RefreshInterval))
 		if changed {
 			u.pool.opts.OnChange()
+		}
+		if u.isUp() {
+			u.resubscribe(ctx)
 		}
 	}
 }
@@ -661,8 +672,10 @@ func (u *Upstream) drop(key string, s *session) {
 	u.mu.Lock()
 	if key == "" && u.ctl == s {
 		u.ctl = nil
+		u.keepLost(s)
 	} else if key != "" && u.sessions[key] == s {
 		delete(u.sessions, key)
+		u.keepLost(s)
 	}
 	u.mu.Unlock()
 	go s.close()
@@ -672,7 +685,16 @@ func (u *Upstream) drop(key string, s *session) {
 func (u *Upstream) dropControl() {
 	if s := u.ctl; s != nil {
 		u.ctl = nil
+		u.keepLost(s)
 		go s.close()
+	}
+}
+
+// keepLost keeps a dropped session that held subscriptions, so that they
+// are made again (resubscribe); the caller holds u.mu.
+func (u *Upstream) keepLost(s *session) {
+	if s.subscribed.Load() > 0 {
+		u.lost = append(u.lost, s)
 	}
 }
 
@@ -757,7 +779,7 @@ func (u *Upstream) processes(delta int64) {
 // session) and key the key of its sessions (sessionOwner); listen keeps a
 // Streamable HTTP session's GET stream open.
 func (u *Upstream) dial(owner *idp.Principal, key string, listen bool) *session {
-	s := &session{ready: make(chan struct{}), closed: func() {}, subs: map[string]map[string]bool{}}
+	s := &session{ready: make(chan struct{}), closed: func() {}, subs: map[string]map[string]bool{}, owner: owner, ownerKey: key}
 	s.lastUsed.Store(time.Now().UnixNano())
 	go func() {
 		defer close(s.ready)

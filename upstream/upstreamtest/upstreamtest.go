@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -39,6 +40,9 @@ type Server struct {
 	srv  *httptest.Server
 	mcp  *mcpserver.MCPServer
 	live *live
+	// handler serves the requests; Restart replaces it with a new server
+	// that knows none of the old one's sessions.
+	handler atomic.Pointer[mcpserver.StreamableHTTPServer]
 
 	mu       sync.Mutex
 	requests []Request
@@ -155,8 +159,9 @@ func newMCPServer() (*mcpserver.MCPServer, *live) {
 func Start(t interface{ Cleanup(func()) }, extra ...json.RawMessage) *Server {
 	s := &Server{calls: map[string]int{}, mangle: map[string]func([]byte) []byte{}}
 	s.mcp, s.live = newMCPServer()
-	h := mcpserver.NewStreamableHTTPServer(s.mcp)
+	s.handler.Store(mcpserver.NewStreamableHTTPServer(s.mcp, mcpserver.WithStateful(true)))
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := s.handler.Load()
 		var msg struct {
 			Method string          `json:"method"`
 			ID     json.RawMessage `json:"id"`
@@ -232,6 +237,16 @@ func (s *Server) Reopen() error {
 	s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: s.srv.Config.Handler}}
 	s.srv.Start()
 	return nil
+}
+
+// Restart is the upstream restarted: its connections are closed, and a new
+// server on the same address knows none of the old one's sessions or
+// subscriptions (it answers 404 for them, MCP Streamable HTTP, "Session
+// Management"). Call it from the test's goroutine only.
+func (s *Server) Restart() {
+	s.mcp, s.live = newMCPServer()
+	s.handler.Store(mcpserver.NewStreamableHTTPServer(s.mcp, mcpserver.WithStateful(true)))
+	s.srv.CloseClientConnections()
 }
 
 // AddTool adds a tool that answers its own name, and tells the connected
