@@ -136,33 +136,52 @@ func (s *Server) record(c *callDecision) {
 func (s *Server) visibleTools(ctx context.Context, p *idp.Principal) map[string]bool {
 	start := time.Now()
 	visible, err := s.policy.Visible(ctx, p)
+	return s.listDecided(policy.ActionList, p, start, visible, err, s.catalog.Load().names, true)
+}
+
+// listDecided logs and counts the decision on a list (tools/list,
+// prompts/list, resources/list) of p over catalog, the names or URIs the
+// list can hold, and returns what is listed: the visible ones, none on an
+// error, and in dry-run all of them, the decision saying what would have
+// been hidden (docs/observability.md, "Dry-run"). names says whether the
+// line names them (URIs are only counted: a list of them can be long).
+func (s *Server) listDecided(action string, p *idp.Principal, start time.Time, visible map[string]bool, err error, catalog []string, names bool) map[string]bool {
 	eval := time.Since(start)
-	e := entry{ID: policy.NewID(), Principal: p, Action: policy.ActionList, Result: resultAllow, Code: outcome.Allowed, Revision: s.policy.Revision(), At: start.Add(eval), Eval: eval, Err: err}
+	e := entry{ID: policy.NewID(), Principal: p, Action: action, Result: resultAllow, Code: outcome.Allowed, Revision: s.policy.Revision(), At: start.Add(eval), Eval: eval, Err: err}
 	if err != nil {
+		visible = nil
 		e.Result, e.Code = resultError, outcome.EvaluationError
-		s.log.Error("policy evaluation failed; no tool listed", "decision_id", e.ID, "revision", e.Revision, "error", err)
+		s.log.Error("policy evaluation failed; nothing listed", "action", action, "decision_id", e.ID, "revision", e.Revision, "error", err)
 	}
-	catalog := s.catalog.Load().names
 	if s.dryRun {
+		hidden := false
 		for _, name := range catalog {
 			if !visible[name] {
-				e.Hidden = append(e.Hidden, name)
+				hidden = true
+				if names {
+					e.Hidden = append(e.Hidden, name)
+				}
 			}
 		}
-		if len(e.Hidden) > 0 && err == nil {
+		if hidden && err == nil {
 			e.Result, e.Code = resultDryRunDeny, outcome.NotVisible
 		}
 		visible = set(catalog)
 	}
-	e.Visible = []string{}
-	for _, name := range catalog {
-		if visible[name] {
-			e.Visible = append(e.Visible, name)
+	if names {
+		e.Visible = []string{}
+		for _, name := range catalog {
+			if visible[name] {
+				e.Visible = append(e.Visible, name)
+			}
 		}
 	}
-	s.metrics.decisions.WithLabelValues(policy.ActionList, labelAllTools, e.Result, string(e.Code)).Inc()
-	s.metrics.evalTime[policy.ActionList].Observe(eval.Seconds())
+	s.metrics.decisions.WithLabelValues(action, labelAllTools, e.Result, string(e.Code)).Inc()
+	s.metrics.evalTime[action].Observe(eval.Seconds())
 	s.decisions.write(e)
+	if visible == nil {
+		return map[string]bool{}
+	}
 	return visible
 }
 

@@ -185,7 +185,7 @@ func newMetrics(tools, issuers, upstreams []string) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	m.evalTime = map[string]prometheus.Observer{}
-	for _, action := range []string{policy.ActionList, policy.ActionCall} {
+	for _, action := range []string{policy.ActionList, policy.ActionCall, policy.ActionPromptsList, policy.ActionResourcesList} {
 		m.evalTime[action] = m.evalDuration.WithLabelValues(action)
 	}
 	m.validToken = map[string]prometheus.Counter{}

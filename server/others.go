@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -15,7 +13,6 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/toolgate/toolgate/idp"
-	"github.com/toolgate/toolgate/outcome"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/upstream"
 )
@@ -228,27 +225,24 @@ func (s *Server) visibleSet(ctx context.Context, action string) map[string]bool 
 	start := time.Now()
 	var visible map[string]bool
 	var err error
+	var catalog []string
 	if action == policy.ActionPromptsList {
 		visible, err = a.VisiblePrompts(ctx, p)
+		for _, p := range s.others.Prompts() {
+			catalog = append(catalog, p.Prompt.Name)
+		}
 	} else {
 		visible, err = a.VisibleResources(ctx, p)
+		for _, r := range s.others.Resources() {
+			catalog = append(catalog, r.Resource.URI)
+		}
+		for _, t := range s.others.ResourceTemplates() {
+			if t.Template.URITemplate != nil {
+				catalog = append(catalog, t.Template.URITemplate.Raw())
+			}
+		}
 	}
-	eval := time.Since(start)
-	e := entry{ID: policy.NewID(), Principal: p, Action: action, Result: resultAllow, Code: outcome.Allowed,
-		Revision: s.policy.Revision(), At: start.Add(eval), Eval: eval, Err: err}
-	if err != nil {
-		e.Result, e.Code = resultError, outcome.EvaluationError
-		s.log.Error("policy evaluation failed; nothing listed", "action", action, "decision_id", e.ID, "error", err)
-	}
-	if action == policy.ActionPromptsList {
-		// Prompt names are bounded by the catalog; URIs are not logged
-		// for lists (a list can be long), only counted.
-		e.Visible = slices.Sorted(maps.Keys(visible))
-	}
-	s.metrics.decisions.WithLabelValues(action, labelAllTools, e.Result, string(e.Code)).Inc()
-	s.metrics.evalDuration.WithLabelValues(action).Observe(eval.Seconds())
-	s.decisions.write(e)
-	return visible
+	return s.listDecided(action, p, start, visible, err, catalog, action == policy.ActionPromptsList)
 }
 
 func (s *Server) visibleResources(ctx context.Context) map[string]bool {

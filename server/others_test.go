@@ -317,3 +317,41 @@ reason := "held for review" if input.action in {"prompts/get", "resources/read",
 		t.Errorf("a refused request reached the upstream: %s %s", r.Method, r.Params)
 	}
 }
+
+// Dry-run hides nothing of the upstreams' prompts and resources either:
+// every prompt, resource and template is listed, the lines say what would
+// have been hidden (prompt names; URIs only counted), and a hidden one can
+// be got and read.
+func TestDryRunListsEveryPromptAndResource(t *testing.T) {
+	up := upstreamtest.Start(t)
+	tn := idptest.NewTenant(t, idptest.ProviderAuth0)
+	g := startGate(t, []*idptest.Tenant{tn}, withOthers(up.URL), func(c *config.Config, _ *server.Options) { c.Policy.DryRun = true })
+	tok := tn.Token(idptest.Claims{Sub: "alice", Audience: []string{g.Config.ResourceURL()}})
+	alice := g.connect(tok)
+	if got := promptNames(t, alice); !slices.Contains(got, "up_secret") || !slices.Contains(got, "up_greet") {
+		t.Errorf("dry-run prompts: %v, want every one", got)
+	}
+	uris, templates := resourceURIs(t, alice)
+	if !slices.Contains(uris, upstreamtest.SecretURI) || !slices.Contains(templates, upstreamtest.ItemsURI) {
+		t.Errorf("dry-run resources: %v, templates %v, want every one", uris, templates)
+	}
+	if res, err := alice.ReadResource(context.Background(), readRequest(upstreamtest.SecretURI)); err != nil || len(res.Contents) != 1 {
+		t.Errorf("dry-run read of a hidden resource: %+v, %v", res, err)
+	}
+	var prompts, resources map[string]any
+	for _, l := range g.decisionLines() {
+		switch l["action"] {
+		case "prompts/list":
+			prompts = l
+		case "resources/list":
+			resources = l
+		}
+	}
+	if prompts["result"] != "dry_run_deny" || !slices.Equal(anyStrings(prompts["would_hide"]), []string{"up_secret"}) ||
+		!slices.Contains(anyStrings(prompts["visible_prompts"]), "up_secret") {
+		t.Errorf("prompts/list line = %v", prompts)
+	}
+	if resources["result"] != "dry_run_deny" || resources["would_hide"] != nil || resources["visible_resources"] != nil {
+		t.Errorf("resources/list line = %v", resources)
+	}
+}
