@@ -26,8 +26,13 @@ import (
 // it gets.
 func listener(t *testing.T, g *gate, token string) (*client.Client, *atomic.Int32) {
 	t.Helper()
-	c, err := client.NewStreamableHttpClient(g.URL+"/mcp", transport.WithContinuousListening(),
-		transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + token}))
+	return listenerWith(t, g, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + token}))
+}
+
+// listenerWith is listener for a client made with opts.
+func listenerWith(t *testing.T, g *gate, opts ...transport.StreamableHTTPCOption) (*client.Client, *atomic.Int32) {
+	t.Helper()
+	c, err := client.NewStreamableHttpClient(g.URL+"/mcp", append(opts, transport.WithContinuousListening())...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -326,21 +326,7 @@ func TestAnonymousResourceUpdatesReachEachClientOnce(t *testing.T) {
 		}
 	})
 	anonymous := func(addr string) *client.Client {
-		c, err := client.NewStreamableHttpClient(g.URL+"/mcp", transport.WithContinuousListening(),
-			transport.WithHTTPBasicClient(clientFrom(t, addr)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if err := c.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		req := mcp.InitializeRequest{}
-		req.Params.ProtocolVersion = "2025-06-18"
-		req.Params.ClientInfo = mcp.Implementation{Name: "toolgate-test", Version: "1"}
-		if _, err := c.Initialize(context.Background(), req); err != nil {
-			t.Fatal(err)
-		}
+		c, _ := listenerWith(t, g, transport.WithHTTPBasicClient(clientFrom(t, addr)))
 		return c
 	}
 	one, two := anonymous("127.0.0.1"), anonymous("127.0.0.2")
