@@ -114,12 +114,14 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	}
 	// Partial evaluation writes into the compiled rules and the store's
 	// values it reads (OPA 1.22's copy propagation plugs terms in place), so
-	// it gets its own compiled copy of the modules and its own store, and
-	// runs one at a time (compiled.partialMu); evaluations never share
-	// anything with it.
-	partialModules := make(map[string]*ast.Module, len(modules))
+	// each partial query (the call's, the list's) gets its own compiled copy
+	// of the modules, made from these, and its own store, and runs one at a
+	// time (compiled.partialMu, compiled.listMu); evaluations never share
+	// anything with them, nor the list's, made in the background, with the
+	// call's.
+	pristine := make(map[string]*ast.Module, len(modules))
 	for name, m := range modules {
-		partialModules[name] = m.Copy()
+		pristine[name] = m.Copy()
 	}
 	compiler := ast.NewCompiler().WithSchemas(inputSchema)
 	if compiler.Compile(modules); compiler.Failed() {
@@ -150,32 +152,41 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 	// A policy that calls a non-deterministic built-in may answer the same
 	// question differently next time: nothing of it is cached.
 	c.cacheable = e.opts.CacheSize > 0 && len(nondeterministic(checked)) == 0
-	if c.cacheable {
-		partialCompiler := ast.NewCompiler().WithSchemas(inputSchema)
-		if partialCompiler.Compile(partialModules); !partialCompiler.Failed() && !hasPackageUnder(modules, residualNamespace) {
-			partialStore := inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))
-			preparePartial := func(query, unknown string) (*rego.PreparedPartialQuery, error) {
-				q, err := rego.New(
-					rego.Query(query),
-					rego.Compiler(partialCompiler),
-					rego.Store(partialStore),
-					rego.StrictBuiltinErrors(true),
-					rego.Unknowns([]string{unknown}),
-					rego.PartialNamespace(residualNamespace),
-				).PrepareForPartial(context.Background())
-				return &q, err
+	if c.cacheable && !hasPackageUnder(modules, residualNamespace) {
+		// nil, and no error, when the copy does not compile: no fast path.
+		preparePartial := func(query, unknown string) (*rego.PreparedPartialQuery, error) {
+			copies := make(map[string]*ast.Module, len(pristine))
+			for name, m := range pristine {
+				copies[name] = m.Copy()
 			}
-			// The decision bound to a variable, so that a residual query
-			// names it (residual.go).
-			if c.partial, err = preparePartial(decisionVar+" = "+callQuery, "input.arguments"); err != nil {
+			compiler := ast.NewCompiler().WithSchemas(inputSchema)
+			if compiler.Compile(copies); compiler.Failed() {
+				return nil, nil
+			}
+			q, err := rego.New(
+				rego.Query(query),
+				rego.Compiler(compiler),
+				rego.Store(inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))),
+				rego.StrictBuiltinErrors(true),
+				rego.Unknowns([]string{unknown}),
+				rego.PartialNamespace(residualNamespace),
+			).PrepareForPartial(context.Background())
+			if err != nil {
 				return nil, err
 			}
-			c.partialMu = new(sync.Mutex)
-			if callQuery == "data.toolgate.internal.call_by_name" { // visible_tools is a set of strings
-				if c.listPartial, err = preparePartial("data.mcp.authz.visible_tools["+listNameVar+"]", "input.principal"); err != nil {
-					return nil, err
-				}
+			return &q, nil
+		}
+		// The decision bound to a variable, so that a residual query names
+		// it (residual.go).
+		if c.partial, err = preparePartial(decisionVar+" = "+callQuery, "input.arguments"); err != nil {
+			return nil, err
+		}
+		c.partialMu = new(sync.Mutex)
+		if callQuery == "data.toolgate.internal.call_by_name" { // visible_tools is a set of strings
+			if c.listPartial, err = preparePartial("data.mcp.authz.visible_tools["+listNameVar+"]", "input.principal"); err != nil {
+				return nil, err
 			}
+			c.listMu = new(sync.Mutex)
 		}
 	}
 	e.newCaches(c)

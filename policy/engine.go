@@ -105,6 +105,7 @@ type compiled struct {
 	// (listresidual.go); nil when nothing is cached or visible_tools is not
 	// known to be a set of strings.
 	listPartial *rego.PreparedPartialQuery
+	listMu      *sync.Mutex // the list's partial evaluations run one at a time
 	listFast    *listFast
 	// cacheable is false when caching is off or the policy calls a
 	// non-deterministic built-in: then no cache is made (newCaches).

@@ -70,13 +70,12 @@ func (f *listFast) ready() *listResidual {
 // force.
 func (e *Engine) startListResidual(c *compiled) {
 	if c.listFast != nil {
-		go e.makeListResidual(c.listPartial, c.partialMu, c.listFast)
+		go e.makeListResidual(c.listPartial, c.listMu, c.listFast)
 	}
 }
 
 // makeListResidual fills f for its catalog: partial evaluation (one at a
-// time with the call's, under mu), then the grouped residual compiled on
-// its own. It gives up, leaving f empty, when f is no longer the one in
+// time, under mu), then the grouped residual compiled on its own. It gives up, leaving f empty, when f is no longer the one in
 // force (a newer catalog or revision makes its own).
 func (e *Engine) makeListResidual(partial *rego.PreparedPartialQuery, mu *sync.Mutex, f *listFast) {
 	defer close(f.done)
