@@ -183,9 +183,11 @@ func (e *Engine) compile(src Source) (*compiled, error) {
 		}
 		c.partialMu = new(sync.Mutex)
 		if callQuery == "data.toolgate.internal.call_by_name" { // visible_tools is a set of strings
-			if c.listPartial, err = preparePartial("data.mcp.authz.visible_tools["+listNameVar+"]", "input.principal"); err != nil {
-				return nil, err
-			}
+			// Prepared by the first list residual made, in the background:
+			// a compile of the policy that start-up and reloads need not wait for.
+			c.listPartial = sync.OnceValues(func() (*rego.PreparedPartialQuery, error) {
+				return preparePartial("data.mcp.authz.visible_tools["+listNameVar+"]", "input.principal")
+			})
 			c.listMu = new(sync.Mutex)
 		}
 	}

@@ -104,8 +104,8 @@ type compiled struct {
 	// listFast the grouped residual it gives for the catalog in force
 	// (listresidual.go); nil when nothing is cached or visible_tools is not
 	// known to be a set of strings.
-	listPartial *rego.PreparedPartialQuery
-	listMu      *sync.Mutex // the list's partial evaluations run one at a time
+	listPartial func() (*rego.PreparedPartialQuery, error) // prepared once, on first use
+	listMu      *sync.Mutex                                // the list's partial evaluations run one at a time
 	listFast    *listFast
 	// cacheable is false when caching is off or the policy calls a
 	// non-deterministic built-in: then no cache is made (newCaches).

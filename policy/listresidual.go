@@ -77,13 +77,19 @@ func (e *Engine) startListResidual(c *compiled) {
 // makeListResidual fills f for its catalog: partial evaluation (one at a
 // time, under mu), then the grouped residual compiled on its own. It gives up, leaving f empty, when f is no longer the one in
 // force (a newer catalog or revision makes its own).
-func (e *Engine) makeListResidual(partial *rego.PreparedPartialQuery, mu *sync.Mutex, f *listFast) {
+func (e *Engine) makeListResidual(prepare func() (*rego.PreparedPartialQuery, error), mu *sync.Mutex, f *listFast) {
 	defer close(f.done)
 	ctx, cancel := context.WithTimeout(context.Background(), listPartialTimeout)
 	defer cancel()
 	mu.Lock()
 	if e.cur.Load().listFast != f {
 		mu.Unlock()
+		return
+	}
+	partial, err := prepare()
+	if partial == nil || err != nil {
+		mu.Unlock()
+		e.opts.Logger.Debug("tools/list: no partial evaluation; a new principal's list is evaluated in full", "error", err)
 		return
 	}
 	// The catalog's terms are shared with evaluations: a copy, which
