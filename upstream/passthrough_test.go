@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
@@ -181,5 +183,31 @@ func TestCapReaderCountsEachMessage(t *testing.T) {
 				t.Errorf("over the cap: %v (err %v, tripped %v), want %v", over, err, tripped.Load(), tc.over)
 			}
 		})
+	}
+}
+
+// An answer over max_result_bytes to a resources/read fails it with a
+// clear error, counted as outcome error (an answer, too large), not
+// refused (which is a request not sent at max_processes).
+func TestAReadOverTheCapIsAnError(t *testing.T) {
+	up := upstreamtest.Start(t)
+	up.AddResource("test://doc/big", strings.Repeat("x", 1<<20+1))
+	var mu sync.Mutex
+	outcomes := map[string][]string{}
+	p := startPool(t, Options{OnRequest: func(_, method, outcome string, _ time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		outcomes[method] = append(outcomes[method], outcome)
+	}}, upstreamConfig(t, "name: up\nurl: "+up.URL+"\nmax_result_bytes: 1048576"))
+	req := mcp.ReadResourceRequest{}
+	req.Params.URI = "test://doc/big"
+	_, err := p.Read(asPrincipal("alice"), "up", req)
+	if err == nil || err.Error() != "upstream up answered more than 1 MiB" {
+		t.Fatalf("a read over the cap: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := outcomes["resources/read"]; !slices.Equal(got, []string{OutcomeError}) {
+		t.Errorf("resources/read outcomes %v, want [%s]", got, OutcomeError)
 	}
 }
