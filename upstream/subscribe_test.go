@@ -2,9 +2,12 @@ package upstream
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/toolgate/toolgate/idp"
 	"github.com/toolgate/toolgate/upstream/upstreamtest"
 )
 
@@ -161,5 +164,44 @@ func TestUnsubscribedWhileLostIsNotSubscribedAgain(t *testing.T) {
 	}
 	if n := up.Subscribers(upstreamtest.LiveURI); n != 0 {
 		t.Errorf("%d upstream subscribers after the last holder unsubscribed", n)
+	}
+}
+
+// On a stdio upstream, token-less clients' subscriptions go on the process
+// of their owner (their address, WithOwner), one each, and unsubscribing
+// finds that process again: the last unsubscribe ends the subscription
+// there.
+func TestStdioSubscriptionsFollowTheOwner(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPool(t, Options{}, upstreamConfig(t, fmt.Sprintf("name: up\ncommand: [%q]\nenv: {UPSTREAMTEST_STDIO: \"1\"}", exe)))
+	u := p.upstream("up")
+	subscribed := func(owner string) int32 {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if s := u.sessions[owner]; s != nil {
+			return s.subscribed.Load()
+		}
+		return -1
+	}
+	anonymous := &idp.Principal{Provider: idp.ProviderAnonymous}
+	one, two := "anonymous\xff127.0.0.1", "anonymous\xff127.0.0.2"
+	for _, owner := range []string{one, two} {
+		ctx := WithOwner(idp.WithPrincipal(context.Background(), anonymous), owner)
+		if err := p.Subscribe(ctx, "up", upstreamtest.LiveURI, "client of "+owner); err != nil {
+			t.Fatal(err)
+		}
+		if n := subscribed(owner); n != 1 {
+			t.Fatalf("%q's process holds %d subscriptions, want 1", owner, n)
+		}
+	}
+	ctx := WithOwner(idp.WithPrincipal(context.Background(), anonymous), one)
+	if err := p.Unsubscribe(ctx, "up", upstreamtest.LiveURI, "client of "+one); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := subscribed(one), subscribed(two); a != 0 || b != 1 {
+		t.Errorf("after the first owner unsubscribed: %d and %d subscriptions, want 0 and 1", a, b)
 	}
 }
