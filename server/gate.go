@@ -127,7 +127,7 @@ func (s *Server) serveMCP(w http.ResponseWriter, r *http.Request) {
 			req.Context = context.WithValue(req.Context, decisionKey{}, d)
 		}
 		if modern {
-			ctx, done := s.inflight.track(req.Context, owner, body)
+			ctx, done := s.inflight.track(req.Context, owner, rpc.ID)
 			defer done()
 			req.Context = ctx
 		}

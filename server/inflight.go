@@ -36,14 +36,10 @@ func requestKey(owner string, id json.RawMessage) (string, bool) {
 	return owner + "\xff" + fmt.Sprint(v), true
 }
 
-// track registers the request in body as in flight for owner, for as long
+// track registers the request of id as in flight for owner, for as long
 // as done is not called; ctx is cancelled by the owner's cancellation.
-func (f *inflight) track(ctx context.Context, owner string, body []byte) (context.Context, func()) {
-	var msg struct {
-		ID json.RawMessage `json:"id"`
-	}
-	_ = json.Unmarshal(body, &msg)
-	key, ok := requestKey(owner, msg.ID)
+func (f *inflight) track(ctx context.Context, owner string, id json.RawMessage) (context.Context, func()) {
+	key, ok := requestKey(owner, id)
 	if !ok {
 		return ctx, func() {}
 	}

@@ -9,7 +9,8 @@ import (
 
 // rpcRequest is the part of a JSON-RPC request the gate reads.
 type rpcRequest struct {
-	Method string `json:"method"`
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
 	Params struct {
 		Name      string          `json:"name"`
 		Arguments json.RawMessage `json:"arguments"`

@@ -7,19 +7,27 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 )
 
-// scanRequest reads the method, params.name and params.arguments of a
+// scanRequest reads the id, method, params.name and params.arguments of a
 // JSON-RPC request without decoding it, for the common case only: ASCII
 // keys and plain strings without escapes. Anything else (escapes, non-ASCII
 // keys, a params that is not an object, unbalanced input) returns ok=false
 // and the caller decodes with encoding/json. When it answers, it answers as
 // encoding/json would: keys match case-insensitively, a later duplicate
-// wins, and arguments are the exact bytes of the value. depth is what
+// wins, and the id and arguments are the exact bytes of their values. depth is what
 // jsonDepth says of b when b is JSON, found on the same pass (of a body that
 // is not, every decoder refuses it before any nesting is decoded).
 func scanRequest(b []byte) (req rpcRequest, depth int, ok bool) {
 	s := scanner{b: b}
 	ok = s.object(func(key []byte) bool {
 		switch {
+		case named(key, "id"):
+			s.space()
+			start := s.i
+			if !s.value() {
+				return false
+			}
+			req.ID = s.b[start:s.i]
+			return true
 		case named(key, "method"):
 			v, ok := s.plainString()
 			req.Method = method(v)

@@ -47,9 +47,10 @@ func checkScan(t *testing.T, body []byte) {
 		t.Errorf("%q: scan depth %d, jsonDepth %d", body, depth, want)
 	}
 	if got.Method != want.Method || got.Params.Name != want.Params.Name ||
-		!bytes.Equal(bytes.TrimSpace(got.Params.Arguments), bytes.TrimSpace(want.Params.Arguments)) {
-		t.Errorf("%q:\nscan %q %q %q\njson %q %q %q", body, got.Method, got.Params.Name, got.Params.Arguments,
-			want.Method, want.Params.Name, want.Params.Arguments)
+		!bytes.Equal(bytes.TrimSpace(got.Params.Arguments), bytes.TrimSpace(want.Params.Arguments)) ||
+		!bytes.Equal(bytes.TrimSpace(got.ID), bytes.TrimSpace(want.ID)) {
+		t.Errorf("%q:\nscan %q %q %q %q\njson %q %q %q %q", body, got.ID, got.Method, got.Params.Name, got.Params.Arguments,
+			want.ID, want.Method, want.Params.Name, want.Params.Arguments)
 	}
 	var msg struct {
 		Method mcp.MCPMethod `json:"method"`
