@@ -108,7 +108,7 @@ func BenchmarkVisibleNewGrants(b *testing.B) {
 	for _, n := range []int{50, 1000} {
 		b.Run(fmt.Sprintf("tools=%d", n), func(b *testing.B) {
 			e := benchEngine(b, n, 0)
-			if !policy.ListResidual(e) {
+			if !e.WaitListResidual(context.Background()) {
 				b.Fatal("no list residual")
 			}
 			ctx := context.Background()

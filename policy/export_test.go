@@ -15,15 +15,3 @@ func ResidualQueries(e *Engine) int {
 	}
 	return 0
 }
-
-// ListResidual waits for the list residual of the policy and catalog in
-// force and reports whether there is one: a new principal's tools/list is
-// then decided from it.
-func ListResidual(e *Engine) bool {
-	f := e.cur.Load().listFast
-	if f == nil {
-		return false
-	}
-	<-f.done
-	return f.res != nil
-}

@@ -153,7 +153,7 @@ func newEnginePairs(t testing.TB) []enginePair {
 		fast := mustNew(t, src, fastPathCatalog, policy.Options{})
 		// Lists are asked once the list residual is made, if the policy
 		// has one (the default policy must).
-		if !policy.ListResidual(fast) && dir == defaultDir {
+		if !fast.WaitListResidual(context.Background()) && dir == defaultDir {
 			t.Fatalf("%s: no list residual", dir)
 		}
 		out = append(out, enginePair{dir, fast, mustNew(t, src, fastPathCatalog, policy.Options{CacheSize: -1})})

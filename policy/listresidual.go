@@ -66,6 +66,22 @@ func (f *listFast) ready() *listResidual {
 	}
 }
 
+// WaitListResidual waits, at most until ctx ends, for the list residual of
+// the policy and catalog in force, and reports whether there is one: a new
+// principal's tools/list is then decided from it.
+func (e *Engine) WaitListResidual(ctx context.Context) bool {
+	f := e.cur.Load().listFast
+	if f == nil {
+		return false
+	}
+	select {
+	case <-f.done:
+		return f.res != nil
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // startListResidual makes c's list residual in the background; c is in
 // force.
 func (e *Engine) startListResidual(c *compiled) {

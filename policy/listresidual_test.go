@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"context"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -60,7 +61,7 @@ func TestListResidualAgreesWithFullEvaluation(t *testing.T) {
 			dir := policyDir(t, map[string]string{"policy.rego": string(module), "data.json": d})
 			fast := mustNew(t, policy.Source{Dir: dir}, listCatalog, policy.Options{})
 			full := mustNew(t, policy.Source{Dir: dir}, listCatalog, policy.Options{CacheSize: -1})
-			if !policy.ListResidual(fast) {
+			if !fast.WaitListResidual(context.Background()) {
 				t.Fatal("no list residual for the default policy")
 			}
 			r := rand.New(rand.NewPCG(3, 5))
@@ -93,7 +94,7 @@ func TestListResidualRefused(t *testing.T) {
 			dir := policyDir(t, map[string]string{"policy.rego": text})
 			fast := mustNew(t, policy.Source{Dir: dir}, listCatalog, policy.Options{})
 			full := mustNew(t, policy.Source{Dir: dir}, listCatalog, policy.Options{CacheSize: -1})
-			if policy.ListResidual(fast) {
+			if fast.WaitListResidual(context.Background()) {
 				t.Fatal("a list residual")
 			}
 			p := user([]string{"add", "fs_move_file"}, nil)
@@ -114,7 +115,7 @@ func TestListResidualNoneAndAll(t *testing.T) {
 		"package mcp.authz\nvisible_tools contains t.name if some t in input.tools":                              catalogNamesOf(listCatalog),
 	} {
 		e := mustNew(t, policy.Source{Dir: policyDir(t, map[string]string{"policy.rego": text})}, listCatalog, policy.Options{})
-		if !policy.ListResidual(e) {
+		if !e.WaitListResidual(context.Background()) {
 			t.Fatalf("%s: no list residual", text)
 		}
 		for _, p := range []*idp.Principal{idp.Anonymous(), user(nil, nil), everyGrant("auth0")} {
@@ -130,7 +131,7 @@ func TestListResidualNoneAndAll(t *testing.T) {
 func TestListResidualFollowsCatalog(t *testing.T) {
 	t.Parallel()
 	e := mustNew(t, policy.Source{Dir: defaultDir}, catalogOf("add", "whoami"), policy.Options{DynamicCatalog: true})
-	if !policy.ListResidual(e) {
+	if !e.WaitListResidual(context.Background()) {
 		t.Fatal("no list residual")
 	}
 	if err := e.SetCatalog(catalogOf("add", "image_generation")); err != nil {
@@ -140,7 +141,7 @@ func TestListResidualFollowsCatalog(t *testing.T) {
 	if got := visibleNames(t, e, p); !slices.Equal(got, []string{"add", "image_generation"}) {
 		t.Errorf("right after the change: %v", got)
 	}
-	if !policy.ListResidual(e) {
+	if !e.WaitListResidual(context.Background()) {
 		t.Fatal("no list residual for the new catalog")
 	}
 	p.Sub, p.Permissions = "user-2", []string{"image_generation", "other"}
