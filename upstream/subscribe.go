@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -195,7 +196,14 @@ func (u *Upstream) resubscribe(ctx context.Context) {
 		}
 	}
 	u.mu.Unlock()
+	// No ping starts after one timeout, so that many subscribed sessions of
+	// an upstream slow to answer hold the listings up no longer than two
+	// requests would; the rest (map order is random) wait for the next.
+	round := time.Now().Add(u.cfg.Timeout)
 	for k, s := range held {
+		if time.Now().After(round) {
+			break
+		}
 		pctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
 		err := s.c.Ping(pctx)
 		cancel()
