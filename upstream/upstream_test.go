@@ -27,16 +27,7 @@ import (
 )
 
 // A test binary started with UPSTREAMTEST_STDIO=1 is a stdio upstream.
-func TestMain(m *testing.M) {
-	if os.Getenv("UPSTREAMTEST_STDIO") == "1" {
-		if err := upstreamtest.ServeStdio(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { upstreamtest.Main(m) }
 
 // upstreamConfig is a validated configuration of one upstream.
 func upstreamConfig(t *testing.T, yaml string) config.Upstream {

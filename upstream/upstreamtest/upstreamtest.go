@@ -306,8 +306,22 @@ func writeWithExtra(w http.ResponseWriter, rec *httptest.ResponseRecorder, extra
 	_, _ = w.Write(b)
 }
 
+// Main is a test package's TestMain: it runs the tests, or, in a test
+// binary started with UPSTREAMTEST_STDIO=1, serves as a stdio upstream
+// (ServeStdio), so that the tests can start their own binary as one.
+func Main(m interface{ Run() int }) {
+	if os.Getenv("UPSTREAMTEST_STDIO") == "1" {
+		if err := ServeStdio(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
 // ServeStdio serves NewMCPServer on standard input and output: a test
-// binary's TestMain calls it when it is started as a stdio upstream. Over
+// binary's TestMain (Main) calls it when it is started as a stdio upstream. Over
 // stdio it has one more tool, exit, which ends the process in the middle of
 // the call: a crash.
 func ServeStdio() error {
