@@ -39,25 +39,7 @@ func (s *Server) filterTools(ctx context.Context, tools []mcp.Tool) []mcp.Tool {
 		}
 	}
 	visible := s.visibleTools(ctx, p)
-	n := 0
-	for _, t := range tools {
-		if visible[t.Name] {
-			n++
-		}
-	}
-	if n == len(tools) {
-		// Every tool is visible: the list as mcp-go made it, without a
-		// copy (an mcp.Tool is large, and a catalog of 1000 copied on
-		// every list was most of the gate's time of a warm list).
-		return tools
-	}
-	out := make([]mcp.Tool, 0, n)
-	for _, t := range tools {
-		if visible[t.Name] {
-			out = append(out, t)
-		}
-	}
-	return out
+	return kept(tools, func(t mcp.Tool) bool { return visible[t.Name] })
 }
 
 // enforceCall wraps every tool handler: the call runs only when the policy

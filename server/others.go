@@ -74,23 +74,13 @@ func (s *Server) othersOptions(up Upstreams, hooks *mcpserver.Hooks) []mcpserver
 	hooks.AddBeforeSubscriptionsListen(s.noListenSubscriptions)
 	hooks.AddAfterListResources(func(ctx context.Context, _ any, _ *mcp.ListResourcesRequest, res *mcp.ListResourcesResult) {
 		visible := s.visibleResources(ctx)
-		kept := res.Resources[:0:0]
-		for _, r := range res.Resources {
-			if visible[r.URI] {
-				kept = append(kept, r)
-			}
-		}
-		res.Resources = kept
+		res.Resources = kept(res.Resources, func(r mcp.Resource) bool { return visible[r.URI] })
 	})
 	hooks.AddAfterListResourceTemplates(func(ctx context.Context, _ any, _ *mcp.ListResourceTemplatesRequest, res *mcp.ListResourceTemplatesResult) {
 		visible := s.visibleResources(ctx)
-		kept := res.ResourceTemplates[:0:0]
-		for _, t := range res.ResourceTemplates {
-			if t.URITemplate != nil && visible[t.URITemplate.Raw()] {
-				kept = append(kept, t)
-			}
-		}
-		res.ResourceTemplates = kept
+		res.ResourceTemplates = kept(res.ResourceTemplates, func(t mcp.ResourceTemplate) bool {
+			return t.URITemplate != nil && visible[t.URITemplate.Raw()]
+		})
 	})
 	return []mcpserver.ServerOption{
 		mcpserver.WithPromptCapabilities(true),
@@ -254,10 +244,28 @@ func (s *Server) visibleResources(ctx context.Context) map[string]bool {
 // getting it is mcp-go's answer for a prompt that does not exist.
 func (s *Server) filterPrompts(ctx context.Context, prompts []mcp.Prompt) []mcp.Prompt {
 	visible := s.visibleSet(ctx, policy.ActionPromptsList)
-	out := make([]mcp.Prompt, 0, len(prompts))
-	for _, p := range prompts {
-		if visible[p.Name] {
-			out = append(out, p)
+	return kept(prompts, func(p mcp.Prompt) bool { return visible[p.Name] })
+}
+
+// kept is the items keep keeps, for the lists of tools, prompts, resources
+// and templates: items itself when it keeps them all (an mcp.Tool is large,
+// and a catalog of 1000 copied on every list was most of the gate's time of
+// a warm list), else a new slice of exactly those (the list mcp-go made is
+// not written into).
+func kept[T any](items []T, keep func(T) bool) []T {
+	n := 0
+	for _, it := range items {
+		if keep(it) {
+			n++
+		}
+	}
+	if n == len(items) {
+		return items
+	}
+	out := make([]T, 0, n)
+	for _, it := range items {
+		if keep(it) {
+			out = append(out, it)
 		}
 	}
 	return out
